@@ -1,0 +1,155 @@
+// TrainConfig: the one configuration schema of the engine. Loaded from a JSON
+// file (nested sections or dotted keys), overridden by `--set key=value`, and
+// by the container adapter from SageMaker hyperparameters (same keys, same
+// validation). Every key is declared once in config.cc with its type, default,
+// range and documentation; `pipetransformer config --describe` prints them.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pipet {
+
+struct ModelConfig {
+  // vit-tiny | vit-small | vit-b16 | vit-l16 | bert-tiny | bert-mini | bert-base | bert-large
+  std::string preset = "vit-tiny";
+  // Architecture overrides; unset means "from the preset".
+  std::optional<int64_t> hidden_size;
+  std::optional<int64_t> num_layers;
+  std::optional<int64_t> num_heads;
+  std::optional<int64_t> intermediate_size;
+  std::optional<int64_t> image_size;    // ViT
+  std::optional<int64_t> patch_size;    // ViT
+  std::optional<int64_t> num_channels;  // ViT
+  std::optional<int64_t> vocab_size;               // BERT
+  std::optional<int64_t> max_position_embeddings;  // BERT
+  std::optional<int64_t> type_vocab_size;          // BERT
+  std::optional<double> hidden_dropout;
+  std::optional<double> attention_dropout;
+  std::optional<double> layer_norm_eps;
+  std::optional<double> initializer_range;
+  // Classes of the task head; 0 means "from the dataset".
+  int64_t num_labels = 0;
+  // Pretrained weights (safetensors, Hugging Face names); empty = random init.
+  std::string init_from;
+};
+
+struct DataConfig {
+  // synthetic-image | synthetic-text | cifar10 | cifar100
+  std::string dataset = "synthetic-image";
+  std::string dir;                        // dataset directory (file datasets)
+  std::string cifar100_labels = "fine";   // fine | coarse
+  int64_t train_samples = 2048;           // synthetic datasets
+  int64_t eval_samples = 512;             // synthetic datasets
+  int64_t num_classes = 10;               // synthetic datasets
+  int64_t seq_len = 64;                   // text datasets: padded length
+  bool augment = true;                    // image datasets: crop + flip
+  int64_t crop_padding = 4;               // random crop padding in pixels
+  bool hflip = true;                      // random horizontal flip
+  std::vector<double> mean;               // per channel; empty = dataset default
+  std::vector<double> std;                // per channel; empty = dataset default
+};
+
+struct TrainLoopConfig {
+  int64_t epochs = 3;
+  int64_t max_steps = 0;           // 0 = no limit (epochs decide)
+  int64_t batch_size = 32;         // global batch
+  std::string optimizer = "adamw"; // adamw | sgd
+  double lr = 1e-3;
+  double weight_decay = 0.01;
+  double momentum = 0.9;           // sgd
+  bool nesterov = false;           // sgd
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_eps = 1e-8;
+  std::string schedule = "cosine"; // cosine | linear | constant
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;       // of total steps; used when warmup_steps is 0
+  double min_lr_ratio = 0.0;       // floor of the decay, as a fraction of lr
+  double grad_clip_norm = 1.0;     // global L2 norm; 0 = off
+  uint64_t seed = 42;
+  int64_t log_every_steps = 10;
+};
+
+struct EvalConfig {
+  int64_t every_steps = 0;         // 0 = off
+  int64_t every_epochs = 1;        // 0 = off
+  int64_t batch_size = 0;          // 0 = train.batch_size
+  int64_t early_stop_patience = 0; // evaluations without improvement; 0 = off
+  std::string early_stop_metric = "eval_accuracy";  // eval_accuracy | eval_loss
+  double early_stop_min_delta = 0.0;
+};
+
+struct CheckpointConfig {
+  std::string dir;                 // empty = no checkpoints
+  int64_t every_steps = 0;         // 0 = off
+  int64_t every_epochs = 1;        // 0 = off
+  int64_t keep = 2;                // complete checkpoints kept (>= 1)
+  std::string resume = "auto";     // auto | never | PATH of a checkpoint
+};
+
+struct OutputConfig {
+  std::string dir = "output";      // exported model, metrics, summary
+  std::string metrics_file = "metrics.jsonl";  // relative to dir unless absolute
+  bool export_model = true;
+};
+
+struct RuntimeConfig {
+  int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
+  std::string device = "cpu";      // cpu | cuda
+  std::string log_level;           // debug | info | warn | error; empty = per-rank default
+};
+
+struct TrainConfig {
+  ModelConfig model;
+  DataConfig data;
+  TrainLoopConfig train;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  OutputConfig output;
+  RuntimeConfig runtime;
+};
+
+// Where a value came from, for error messages: "config.json", "--set", ...
+struct ConfigSource {
+  std::string name;
+};
+
+// Reads a JSON config file (nested sections and/or dotted keys). Errors name
+// the file, the line for syntax errors, and the key for schema errors.
+TrainConfig load_config_file(const std::string& path);
+
+// Applies a JSON object onto `config` (nested or dotted keys).
+void apply_config_json(TrainConfig& config, const nlohmann::json& object,
+                       const ConfigSource& source);
+
+// Applies one `key=value` given as text (from --set or hyperparameters). The
+// text is parsed by the key's type: "true"/"True"/"1"/"false"/"False"/"0" for
+// booleans, JSON-encoded strings ("\"abc\"") are unquoted, lists are
+// comma-separated or JSON arrays.
+void apply_config_text(TrainConfig& config, const std::string& key,
+                       const std::string& value, const ConfigSource& source);
+
+// Parses "key=value" and applies it; errors name the argument.
+void apply_config_assignment(TrainConfig& config, const std::string& assignment,
+                             const ConfigSource& source);
+
+// Cross-key checks (ranges that depend on other keys, dataset needs a dir,
+// ...). Throws ConfigError naming the key(s).
+void validate_config(const TrainConfig& config);
+
+// Every key with its value (unset optionals as null), nested by section.
+nlohmann::json config_to_json(const TrainConfig& config);
+
+// The generated reference of every key: type, default, range, documentation.
+// format: "markdown" or "text".
+std::string describe_config(const std::string& format);
+
+// All keys of the schema, dotted ("train.lr").
+std::vector<std::string> config_keys();
+
+}  // namespace pipet
