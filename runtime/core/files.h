@@ -1,6 +1,7 @@
 // Small filesystem helpers with errors that name the path and the purpose.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -22,5 +23,32 @@ void ensure_writable_directory(const std::string& path, const std::string& what)
 void fsync_directory(const std::string& path);
 
 bool path_exists(const std::string& path);
+
+// Streams a file into place atomically, for contents too large to assemble in
+// memory first: bytes go to a uniquely named temporary file next to `path`;
+// commit() fsyncs it, renames it over `path` and fsyncs the directory. If the
+// writer is destroyed without commit() (an error, an exception), the temporary
+// file is removed and `path` is untouched. Errors are IoError naming `path`.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const void* data, size_t size);
+  void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
+  void commit();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  void discard() noexcept;
+
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
 
 }  // namespace pipet

@@ -53,6 +53,11 @@ class SafetensorsFile {
   // Pointer to the tensor's bytes inside the mapping (valid while this lives).
   const uint8_t* data(const TensorInfo& info) const;
   const std::map<std::string, std::string>& metadata() const;
+  // True when the mapping is private copy-on-write and writable, so the bytes
+  // may back mutable tensors (writes never reach the file). False only when
+  // the kernel refused a writable mapping (strict overcommit) and a read-only
+  // one was used instead.
+  bool writable() const;
 
  private:
   struct Impl;
