@@ -1,0 +1,36 @@
+#include "runtime/model/sublayer.h"
+
+namespace pipet {
+
+const char* to_string(SubLayerKind kind) {
+  switch (kind) {
+    case SubLayerKind::kEmbedding: return "embedding";
+    case SubLayerKind::kAttention: return "attention";
+    case SubLayerKind::kMlp: return "mlp";
+    case SubLayerKind::kHead: return "head";
+  }
+  return "unknown";
+}
+
+std::string SubLayer::display_name() const {
+  if (kind_ == SubLayerKind::kAttention || kind_ == SubLayerKind::kMlp) {
+    return "block" + std::to_string(block_) + "." + to_string(kind_);
+  }
+  return to_string(kind_);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> SubLayer::hf_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    out.emplace_back(hf_prefix_ + item.key(), item.value());
+  }
+  return out;
+}
+
+int64_t SubLayer::parameter_count() const {
+  int64_t count = 0;
+  for (const auto& p : parameters(/*recurse=*/true)) count += p.numel();
+  return count;
+}
+
+}  // namespace pipet
