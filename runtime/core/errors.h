@@ -17,6 +17,7 @@ enum class ExitCode : int {
   kIo = 4,           // filesystem failure or corrupt file format
   kModel = 5,        // weights or checkpoint do not fit the model
   kComm = 6,         // communication failure or timeout between ranks
+  kDiverged = 7,     // training produced a non-finite loss or gradient
   kInterrupted = 143 // SIGTERM/SIGINT: stopped after writing a checkpoint
 };
 
@@ -64,6 +65,12 @@ class ModelError : public Error {
 class CommError : public Error {
  public:
   explicit CommError(const std::string& m) : Error(ExitCode::kComm, m) {}
+};
+
+// Training diverged: a non-finite loss or gradient norm.
+class TrainingDiverged : public Error {
+ public:
+  explicit TrainingDiverged(const std::string& m) : Error(ExitCode::kDiverged, m) {}
 };
 
 // The job was asked to stop (signal) and stopped cleanly after checkpointing.

@@ -1,0 +1,212 @@
+#include "runtime/engine/checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "runtime/core/errors.h"
+#include "runtime/core/files.h"
+#include "runtime/core/logging.h"
+#include "runtime/core/safetensors_torch.h"
+
+namespace pipet {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kStatePrefix = "step-";
+constexpr const char* kTempMarker = ".tmp-";
+constexpr int kFormatVersion = 1;
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%s%010lld", kStatePrefix, static_cast<long long>(step));
+  return buf;
+}
+
+// Parses "step-0000000200" -> 200; false for anything else.
+bool parse_step_dir(const std::string& name, int64_t* step) {
+  const std::string prefix = kStatePrefix;
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return false;
+  const std::string digits = name.substr(prefix.size());
+  if (!std::all_of(digits.begin(), digits.end(), ::isdigit)) return false;
+  *step = std::stoll(digits);
+  return true;
+}
+
+std::map<std::string, torch::Tensor> load_optional(const std::string& path) {
+  if (!path_exists(path)) return {};
+  return load_safetensors(path);
+}
+
+template <typename T>
+T required(const nlohmann::json& json, const char* key, const std::string& source) {
+  if (!json.contains(key)) throw FormatError(source + ": field '" + key + "' is missing");
+  try {
+    return json.at(key).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(source + ": field '" + key + "' has the wrong type: " + e.what());
+  }
+}
+
+}  // namespace
+
+nlohmann::json trainer_state_to_json(const TrainerState& s) {
+  return {{"step", s.step},
+          {"epoch", s.epoch},
+          {"sampler_position", s.sampler_position},
+          {"samples_seen", s.samples_seen},
+          {"elapsed_seconds", s.elapsed_seconds},
+          {"has_best", s.has_best},
+          {"best_metric", s.best_metric},
+          {"evals_without_improvement", s.evals_without_improvement},
+          {"frozen_prefix", s.frozen_prefix},
+          {"pipeline_stages", s.pipeline_stages},
+          {"micro_batches", s.micro_batches}};
+}
+
+TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw FormatError(source + ": trainer state is not a JSON object");
+  TrainerState s;
+  s.step = required<int64_t>(j, "step", source);
+  s.epoch = required<int64_t>(j, "epoch", source);
+  s.sampler_position = required<int64_t>(j, "sampler_position", source);
+  s.samples_seen = required<int64_t>(j, "samples_seen", source);
+  s.elapsed_seconds = required<double>(j, "elapsed_seconds", source);
+  s.has_best = required<bool>(j, "has_best", source);
+  s.best_metric = required<double>(j, "best_metric", source);
+  s.evals_without_improvement = required<int64_t>(j, "evals_without_improvement", source);
+  s.frozen_prefix = required<int64_t>(j, "frozen_prefix", source);
+  s.pipeline_stages = required<int64_t>(j, "pipeline_stages", source);
+  s.micro_batches = required<int64_t>(j, "micro_batches", source);
+  if (s.step < 0 || s.epoch < 0 || s.sampler_position < 0) {
+    throw FormatError(source + ": negative step, epoch or sampler_position");
+  }
+  return s;
+}
+
+Checkpointer::Checkpointer(std::string dir, int64_t keep) : dir_(std::move(dir)), keep_(keep) {
+  if (keep_ < 1) throw ConfigError("checkpoint.keep: must be >= 1, got " + std::to_string(keep_));
+  ensure_writable_directory(dir_, "checkpoint.dir");
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(std::string(".") + kStatePrefix, 0) == 0 && name.find(kTempMarker) != std::string::npos) {
+      spdlog::warn("[checkpoint] removing incomplete checkpoint '{}' left by an interrupted writer",
+                   entry.path().string());
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+}
+
+std::string Checkpointer::save(const CheckpointData& data) {
+  const std::string name = step_dir_name(data.state.step);
+  const fs::path final_path = fs::path(dir_) / name;
+  const fs::path temp_path =
+      fs::path(dir_) / ("." + name + kTempMarker + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(temp_path, ec);
+  if (!fs::create_directory(temp_path, ec) || ec) {
+    throw IoError("checkpoint.dir: cannot create '" + temp_path.string() + "': " + ec.message());
+  }
+
+  save_safetensors((temp_path / "model.safetensors").string(), data.model, {{"format", "pt"}});
+  save_safetensors((temp_path / "optimizer.safetensors").string(), data.optimizer,
+                   {{"optimizer", data.optimizer_name}});
+  save_safetensors((temp_path / "rng.safetensors").string(), data.rng);
+  nlohmann::json state = {{"format", "pipetransformer-checkpoint"},
+                          {"version", kFormatVersion},
+                          {"optimizer", data.optimizer_name},
+                          {"trainer", trainer_state_to_json(data.state)},
+                          {"model_config", data.model_config},
+                          {"train_config", data.train_config}};
+  // Written last: its presence inside the directory marks the set complete.
+  write_file_atomic((temp_path / "trainer_state.json").string(), state.dump(2) + "\n");
+  fsync_directory(temp_path.string());
+
+  // A checkpoint of the same step from an earlier run is replaced.
+  if (fs::exists(final_path)) {
+    const fs::path aside = fs::path(dir_) / ("." + name + ".replaced" + kTempMarker + std::to_string(::getpid()));
+    fs::rename(final_path, aside, ec);
+    if (ec) throw IoError("checkpoint.dir: cannot replace '" + final_path.string() + "': " + ec.message());
+    fs::rename(temp_path, final_path, ec);
+    fs::remove_all(aside);
+  } else {
+    fs::rename(temp_path, final_path, ec);
+  }
+  if (ec) throw IoError("checkpoint.dir: cannot rename into '" + final_path.string() + "': " + ec.message());
+  fsync_directory(dir_);
+  prune();
+  return final_path.string();
+}
+
+std::vector<std::string> Checkpointer::list() const {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    int64_t step = 0;
+    if (entry.is_directory() && parse_step_dir(entry.path().filename().string(), &step)) {
+      found.emplace_back(step, entry.path().string());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> paths;
+  for (auto& [step, path] : found) paths.push_back(path);
+  return paths;
+}
+
+void Checkpointer::prune() {
+  std::vector<std::string> all = list();
+  for (size_t i = 0; i + static_cast<size_t>(keep_) < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(all[i], ec);
+    if (ec) spdlog::warn("[checkpoint] cannot remove old checkpoint '{}': {}", all[i], ec.message());
+  }
+}
+
+std::optional<LoadedCheckpoint> Checkpointer::load_latest() const {
+  std::vector<std::string> all = list();
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      return load(*it);
+    } catch (const IoError& e) {
+      spdlog::warn("[checkpoint] skipping unreadable checkpoint: {}", e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+LoadedCheckpoint Checkpointer::load(const std::string& path) {
+  const fs::path dir(path);
+  if (!fs::is_directory(dir)) {
+    throw IoError("checkpoint '" + path + "' is not a directory");
+  }
+  const std::string state_path = (dir / "trainer_state.json").string();
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_file(state_path, "checkpoint trainer state"));
+  } catch (const nlohmann::json::parse_error& e) {
+    throw FormatError(state_path + ": invalid JSON: " + e.what());
+  }
+  if (!state.is_object() || state.value("format", "") != "pipetransformer-checkpoint") {
+    throw FormatError(state_path + ": not a pipetransformer checkpoint (field 'format')");
+  }
+  if (state.value("version", 0) != kFormatVersion) {
+    throw FormatError(state_path + ": checkpoint format version " + state.value("version", nlohmann::json(0)).dump() +
+                      " is not supported (this build reads version " + std::to_string(kFormatVersion) + ")");
+  }
+  LoadedCheckpoint out;
+  out.path = path;
+  out.state = trainer_state_from_json(state.value("trainer", nlohmann::json()), state_path + " (trainer)");
+  out.model_config = state.value("model_config", nlohmann::json());
+  out.train_config = state.value("train_config", nlohmann::json());
+  out.optimizer_name = required<std::string>(state, "optimizer", state_path);
+  out.model = load_safetensors((dir / "model.safetensors").string());
+  out.optimizer = load_safetensors((dir / "optimizer.safetensors").string());
+  out.rng = load_optional((dir / "rng.safetensors").string());
+  return out;
+}
+
+}  // namespace pipet

@@ -1,0 +1,95 @@
+// Checkpoints: one directory per save, `<dir>/step-0000000200/`, holding
+//   model.safetensors      weights, Hugging Face names
+//   optimizer.safetensors  optimizer state tensors ("<param>/<slot>")
+//   rng.safetensors        random generator states
+//   trainer_state.json     counters, sampler position, schedule position,
+//                          model config.json, the run's TrainConfig
+// Written into a hidden temporary directory and renamed into place, so a
+// directory named step-N is complete; older ones are pruned only after the
+// new one is in place (checkpoint.keep of them remain).
+#pragma once
+
+#include "runtime/core/torch_pch.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pipet {
+
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// Counters a resumed run needs to continue exactly where it stopped.
+struct TrainerState {
+  int64_t step = 0;               // optimizer steps done (= LR schedule position)
+  int64_t epoch = 0;              // current epoch (0-based)
+  int64_t sampler_position = 0;   // samples of `epoch` already consumed
+  int64_t samples_seen = 0;
+  double elapsed_seconds = 0.0;   // training time before this run segment
+  bool has_best = false;          // early stopping
+  double best_metric = 0.0;
+  int64_t evals_without_improvement = 0;
+  // Elastic layout (filled by the elastic engine; 0/1/1 for a static run).
+  int64_t frozen_prefix = 0;
+  int64_t pipeline_stages = 1;
+  int64_t micro_batches = 1;
+};
+
+nlohmann::json trainer_state_to_json(const TrainerState& state);
+// Throws FormatError naming `source` and the field.
+TrainerState trainer_state_from_json(const nlohmann::json& json, const std::string& source);
+
+struct CheckpointData {
+  TrainerState state;
+  nlohmann::json model_config;   // Hugging Face config.json of the model
+  nlohmann::json train_config;   // config_to_json of the run
+  std::string optimizer_name;
+  NamedTensors model;
+  NamedTensors optimizer;
+  NamedTensors rng;
+};
+
+struct LoadedCheckpoint {
+  std::string path;
+  TrainerState state;
+  nlohmann::json model_config;
+  nlohmann::json train_config;
+  std::string optimizer_name;
+  std::map<std::string, torch::Tensor> model;
+  std::map<std::string, torch::Tensor> optimizer;
+  std::map<std::string, torch::Tensor> rng;
+};
+
+class Checkpointer {
+ public:
+  // Creates `dir` if needed (IoError naming checkpoint.dir if it cannot) and
+  // removes temporary directories left by a writer that crashed.
+  Checkpointer(std::string dir, int64_t keep);
+
+  // Writes a checkpoint for data.state.step; returns its path.
+  std::string save(const CheckpointData& data);
+
+  // Complete checkpoints, oldest first.
+  std::vector<std::string> list() const;
+
+  // The newest checkpoint that loads; a corrupt newer one is skipped with a
+  // warning (the previous one is still there). nullopt when none exists.
+  std::optional<LoadedCheckpoint> load_latest() const;
+
+  // Loads one checkpoint directory. Throws IoError/FormatError naming the file.
+  static LoadedCheckpoint load(const std::string& path);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  void prune();
+  std::string dir_;
+  int64_t keep_;
+};
+
+}  // namespace pipet

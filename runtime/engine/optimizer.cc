@@ -1,0 +1,196 @@
+#include "runtime/engine/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/core/config.h"
+#include "runtime/core/errors.h"
+
+namespace pipet {
+namespace {
+
+std::string describe_shape(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// Looks up "<param>/<slot>" and checks its shape; records it as consumed.
+torch::Tensor take_slot(const std::map<std::string, torch::Tensor>& state, const std::string& key,
+                        const torch::Tensor& like, const std::string& source,
+                        std::vector<std::string>* consumed) {
+  auto it = state.find(key);
+  if (it == state.end()) {
+    throw ModelError(source + ": optimizer state '" + key + "' is missing");
+  }
+  if (like.defined() && !it->second.sizes().equals(like.sizes())) {
+    throw ModelError(source + ": optimizer state '" + key + "' has shape " +
+                     describe_shape(it->second) + ", the parameter has " + describe_shape(like));
+  }
+  consumed->push_back(key);
+  return it->second;
+}
+
+void reject_leftovers(const std::map<std::string, torch::Tensor>& state,
+                      std::vector<std::string> consumed, const std::string& source,
+                      const std::string& optimizer) {
+  std::sort(consumed.begin(), consumed.end());
+  std::vector<std::string> unexpected;
+  for (const auto& [key, tensor] : state) {
+    if (!std::binary_search(consumed.begin(), consumed.end(), key)) unexpected.push_back(key);
+  }
+  if (!unexpected.empty()) {
+    std::string list;
+    for (size_t i = 0; i < unexpected.size() && i < 5; ++i) list += (i ? ", " : "") + unexpected[i];
+    if (unexpected.size() > 5) list += ", ... (" + std::to_string(unexpected.size()) + " in all)";
+    throw ModelError(source + ": optimizer state has entries that no " + optimizer +
+                     " parameter owns: " + list);
+  }
+}
+
+torch::Tensor scalar_i64(int64_t v) { return torch::tensor({v}, torch::kInt64).reshape({}); }
+
+}  // namespace
+
+Optimizer::Optimizer(NamedTensors parameters) : parameters_(std::move(parameters)) {}
+
+void Optimizer::zero_grad() {
+  for (auto& [name, p] : parameters_) {
+    if (p.mutable_grad().defined()) p.mutable_grad().zero_();
+  }
+}
+
+AdamW::AdamW(NamedTensors parameters, double beta1, double beta2, double eps, double weight_decay)
+    : Optimizer(std::move(parameters)), beta1_(beta1), beta2_(beta2), eps_(eps),
+      weight_decay_(weight_decay) {
+  for (auto& [name, p] : parameters_) {
+    exp_avg_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    exp_avg_sq_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    steps_.push_back(0);
+  }
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    torch::Tensor& p = parameters_[i].second;
+    const torch::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    int64_t t = ++steps_[i];
+    if (weight_decay_ != 0.0 && decays(p)) p.mul_(1.0 - lr * weight_decay_);
+    exp_avg_[i].mul_(beta1_).add_(grad, 1.0 - beta1_);
+    exp_avg_sq_[i].mul_(beta2_).addcmul_(grad, grad, 1.0 - beta2_);
+    const double bias_correction1 = 1.0 - std::pow(beta1_, static_cast<double>(t));
+    const double bias_correction2 = 1.0 - std::pow(beta2_, static_cast<double>(t));
+    const double step_size = lr / bias_correction1;
+    torch::Tensor denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bias_correction2)).add_(eps_);
+    p.addcdiv_(exp_avg_[i], denom, -step_size);
+  }
+}
+
+NamedTensors AdamW::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const std::string& name = parameters_[i].first;
+    out.emplace_back(name + "/exp_avg", exp_avg_[i]);
+    out.emplace_back(name + "/exp_avg_sq", exp_avg_sq_[i]);
+    out.emplace_back(name + "/step", scalar_i64(steps_[i]));
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, const std::string& source) {
+  std::vector<std::string> consumed;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const auto& [name, p] = parameters_[i];
+    exp_avg_[i].copy_(take_slot(state, name + "/exp_avg", p, source, &consumed));
+    exp_avg_sq_[i].copy_(take_slot(state, name + "/exp_avg_sq", p, source, &consumed));
+    torch::Tensor step = take_slot(state, name + "/step", torch::Tensor(), source, &consumed);
+    if (step.numel() != 1) throw ModelError(source + ": optimizer state '" + name + "/step' is not a scalar");
+    steps_[i] = step.to(torch::kInt64).item<int64_t>();
+  }
+  reject_leftovers(state, std::move(consumed), source, name());
+}
+
+SgdMomentum::SgdMomentum(NamedTensors parameters, double momentum, bool nesterov, double weight_decay)
+    : Optimizer(std::move(parameters)), momentum_(momentum), weight_decay_(weight_decay),
+      nesterov_(nesterov), momentum_buffer_(parameters_.size()) {}
+
+void SgdMomentum::step(double lr) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    torch::Tensor& p = parameters_[i].second;
+    torch::Tensor grad = p.grad();
+    if (!grad.defined()) continue;
+    if (weight_decay_ != 0.0 && decays(p)) grad = grad.add(p, weight_decay_);
+    if (momentum_ != 0.0) {
+      torch::Tensor& buf = momentum_buffer_[i];
+      if (!buf.defined()) {
+        buf = grad.clone().detach();
+      } else {
+        buf.mul_(momentum_).add_(grad);
+      }
+      grad = nesterov_ ? grad.add(buf, momentum_) : buf;
+    }
+    p.add_(grad, -lr);
+  }
+}
+
+NamedTensors SgdMomentum::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    if (momentum_buffer_[i].defined()) {
+      out.emplace_back(parameters_[i].first + "/momentum_buffer", momentum_buffer_[i]);
+    }
+  }
+  return out;
+}
+
+void SgdMomentum::load_state(const std::map<std::string, torch::Tensor>& state,
+                             const std::string& source) {
+  std::vector<std::string> consumed;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const auto& [name, p] = parameters_[i];
+    const std::string key = name + "/momentum_buffer";
+    // A buffer exists only once its parameter has been stepped.
+    if (state.count(key)) {
+      momentum_buffer_[i] = take_slot(state, key, p, source, &consumed).to(p.options()).clone();
+    } else {
+      momentum_buffer_[i] = torch::Tensor();
+    }
+  }
+  reject_leftovers(state, std::move(consumed), source, name());
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const TrainLoopConfig& config, NamedTensors parameters) {
+  if (config.optimizer == "adamw") {
+    return std::make_unique<AdamW>(std::move(parameters), config.adam_beta1, config.adam_beta2,
+                                   config.adam_eps, config.weight_decay);
+  }
+  if (config.optimizer == "sgd") {
+    return std::make_unique<SgdMomentum>(std::move(parameters), config.momentum, config.nesterov,
+                                         config.weight_decay);
+  }
+  throw ConfigError("train.optimizer: unknown optimizer '" + config.optimizer +
+                    "'; expected adamw or sgd");
+}
+
+double clip_grad_norm(const NamedTensors& parameters, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& [name, p] : parameters) {
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat64));
+  }
+  if (norms.empty()) return 0.0;
+  const double total = torch::stack(norms).norm(2).item<double>();
+  if (max_norm > 0.0 && std::isfinite(total) && total > max_norm) {
+    const double scale = max_norm / (total + 1e-6);
+    for (const auto& [name, p] : parameters) {
+      if (p.grad().defined()) p.grad().mul_(scale);
+    }
+  }
+  return total;
+}
+
+}  // namespace pipet

@@ -1,0 +1,86 @@
+// Optimizers over named parameters whose state is a set of named tensors, so
+// it can be checkpointed as safetensors and moved between ranks as is.
+// Semantics follow torch.optim (AdamW decoupled weight decay, SGD momentum
+// with dampening 0); parameters with fewer than 2 dimensions (biases,
+// LayerNorm) get no weight decay, the Hugging Face Trainer convention.
+#pragma once
+
+#include "runtime/core/torch_pch.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pipet {
+
+struct TrainLoopConfig;
+
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+class Optimizer {
+ public:
+  explicit Optimizer(NamedTensors parameters);
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  virtual std::string name() const = 0;
+  // One update with learning rate `lr`; parameters without a gradient are
+  // skipped (their state does not advance).
+  virtual void step(double lr) = 0;
+  void zero_grad();
+
+  // State tensors named "<parameter>/<slot>", e.g. "classifier.weight/exp_avg".
+  virtual NamedTensors state() const = 0;
+  // Restores state() output. Throws ModelError naming the slot for missing,
+  // unexpected or mis-shaped entries; `source` names the file.
+  virtual void load_state(const std::map<std::string, torch::Tensor>& state,
+                          const std::string& source) = 0;
+
+  const NamedTensors& parameters() const { return parameters_; }
+
+ protected:
+  static bool decays(const torch::Tensor& parameter) { return parameter.dim() >= 2; }
+  NamedTensors parameters_;
+};
+
+class AdamW final : public Optimizer {
+ public:
+  AdamW(NamedTensors parameters, double beta1, double beta2, double eps, double weight_decay);
+  std::string name() const override { return "adamw"; }
+  void step(double lr) override;
+  NamedTensors state() const override;
+  void load_state(const std::map<std::string, torch::Tensor>& state,
+                  const std::string& source) override;
+
+ private:
+  double beta1_, beta2_, eps_, weight_decay_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<int64_t> steps_;  // per parameter, as torch.optim keeps it
+};
+
+class SgdMomentum final : public Optimizer {
+ public:
+  SgdMomentum(NamedTensors parameters, double momentum, bool nesterov, double weight_decay);
+  std::string name() const override { return "sgd"; }
+  void step(double lr) override;
+  NamedTensors state() const override;
+  void load_state(const std::map<std::string, torch::Tensor>& state,
+                  const std::string& source) override;
+
+ private:
+  double momentum_, weight_decay_;
+  bool nesterov_;
+  std::vector<torch::Tensor> momentum_buffer_;  // undefined until the first step
+};
+
+std::unique_ptr<Optimizer> make_optimizer(const TrainLoopConfig& config, NamedTensors parameters);
+
+// Scales gradients so their global L2 norm is at most `max_norm`; returns the
+// norm before clipping. Non-finite norms are returned as is (the caller
+// decides what to do), gradients are then left untouched.
+double clip_grad_norm(const NamedTensors& parameters, double max_norm);
+
+}  // namespace pipet

@@ -1,0 +1,174 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "runtime/core/errors.h"
+#include "runtime/engine/checkpoint.h"
+#include "runtime/engine/stop_signal.h"
+#include "runtime/engine/trainer.h"
+#include "runtime/model/model.h"
+#include "tests/support/temp_dir.h"
+
+namespace pipet {
+namespace {
+
+namespace fs = std::filesystem;
+
+TrainConfig tiny_vit_config(const testing::TempDir& dir, const std::string& name) {
+  TrainConfig c;
+  c.model.preset = "vit-tiny";
+  c.model.hidden_dropout = 0.1;  // exercises the random generator across a resume
+  c.data.dataset = "synthetic-image";
+  c.data.train_samples = 64;
+  c.data.eval_samples = 32;
+  c.train.batch_size = 16;
+  c.train.epochs = 2;
+  c.train.warmup_steps = 2;
+  c.train.log_every_steps = 1;
+  c.eval.every_epochs = 1;
+  c.checkpoint.dir = dir.file(name + "-ckpt");
+  c.checkpoint.every_epochs = 0;
+  c.output.dir = dir.file(name + "-out");
+  c.runtime.threads = 1;
+  return c;
+}
+
+TrainConfig tiny_bert_config(const testing::TempDir& dir, const std::string& name) {
+  TrainConfig c = tiny_vit_config(dir, name);
+  c.model = ModelConfig{};
+  c.model.preset = "bert-tiny";
+  c.model.vocab_size = 512;
+  c.model.max_position_embeddings = 64;
+  c.data.dataset = "synthetic-text";
+  c.data.seq_len = 24;
+  c.train.optimizer = "sgd";
+  c.train.lr = 0.05;
+  c.train.schedule = "linear";
+  return c;
+}
+
+void expect_identical_weights(TransformerModel& a, TransformerModel& b) {
+  auto pa = a.hf_parameters();
+  auto pb = b.hf_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_EQ(pa[i].first, pb[i].first);
+    EXPECT_TRUE(torch::equal(pa[i].second, pb[i].second)) << pa[i].first;
+  }
+}
+
+void check_resume_is_bit_identical(const TrainConfig& straight_config, const TrainConfig& split_config) {
+  Trainer straight(straight_config);
+  TrainResult full = straight.run();
+  ASSERT_FALSE(full.interrupted);
+  const int64_t half = straight.total_steps() / 2 + 1;  // mid-epoch on purpose
+
+  {
+    Trainer first(split_config);
+    TrainResult part = first.run(RunLimits{half});
+    ASSERT_TRUE(part.interrupted);
+    ASSERT_FALSE(part.last_checkpoint.empty());
+    EXPECT_EQ(part.steps, half);
+  }
+  Trainer second(split_config);  // checkpoint.resume = auto
+  EXPECT_EQ(second.state().step, half);
+  TrainResult rest = second.run();
+  EXPECT_EQ(rest.steps, full.steps);
+  expect_identical_weights(straight.model(), second.model());
+  ASSERT_TRUE(full.eval && rest.eval);
+  EXPECT_EQ(full.eval->loss, rest.eval->loss);
+}
+
+TEST(Trainer, ResumeMidEpochGivesBitIdenticalWeightsVit) {
+  testing::TempDir dir;
+  check_resume_is_bit_identical(tiny_vit_config(dir, "straight"), tiny_vit_config(dir, "split"));
+}
+
+TEST(Trainer, ResumeMidEpochGivesBitIdenticalWeightsBertSgd) {
+  testing::TempDir dir;
+  check_resume_is_bit_identical(tiny_bert_config(dir, "straight"), tiny_bert_config(dir, "split"));
+}
+
+TEST(Trainer, WritesExportSummaryAndMetrics) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "run");
+  Trainer trainer(c);
+  TrainResult result = trainer.run();
+  EXPECT_EQ(result.steps, 8);
+  EXPECT_EQ(result.epochs_completed, 2);
+  for (const char* file : {"model.safetensors", "config.json", "summary.json", "metrics.jsonl"}) {
+    EXPECT_TRUE(fs::exists(c.output.dir + "/" + file)) << file;
+  }
+}
+
+TEST(Trainer, LearnsTheSyntheticImageTask) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "learn");
+  c.data.train_samples = 512;
+  c.data.eval_samples = 128;
+  c.train.batch_size = 32;
+  c.train.epochs = 8;
+  c.train.lr = 2e-3;
+  c.checkpoint.dir.clear();
+  Trainer trainer(c);
+  const double before = trainer.evaluate().accuracy;
+  TrainResult result = trainer.run();
+  ASSERT_TRUE(result.eval.has_value());
+  EXPECT_GT(result.eval->accuracy, 0.9) << "accuracy before training " << before;
+}
+
+TEST(Trainer, EarlyStopsWhenTheMetricStallsAndResumesThatCount) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "stall");
+  c.train.lr = 1e-12;
+  c.train.epochs = 10;
+  c.eval.every_steps = 1;
+  c.eval.every_epochs = 0;
+  c.eval.early_stop_patience = 2;
+  c.eval.early_stop_metric = "eval_loss";
+  c.eval.early_stop_min_delta = 1e-3;
+  Trainer trainer(c);
+  TrainResult result = trainer.run();
+  EXPECT_TRUE(result.early_stopped);
+  EXPECT_EQ(result.steps, 3);  // best at 1, no gain at 2 and 3
+}
+
+TEST(Trainer, StopRequestCheckpointsAndReportsInterrupted) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "signal");
+  request_stop();
+  Trainer trainer(c);
+  TrainResult result = trainer.run();
+  clear_stop_request();
+  EXPECT_TRUE(result.interrupted);
+  EXPECT_EQ(result.steps, 1);
+  EXPECT_TRUE(fs::exists(result.last_checkpoint + "/trainer_state.json"));
+}
+
+TEST(Trainer, CheckpointOfADifferentModelShapeIsAModelError) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "shape");
+  {
+    Trainer trainer(c);
+    trainer.run(RunLimits{1});
+  }
+  c.model.hidden_size = 32;
+  c.model.num_heads = 2;
+  try {
+    Trainer trainer(c);
+    FAIL() << "expected ModelError";
+  } catch (const ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("hidden_size"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("step-"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, TooFewLabelsForTheDatasetIsAConfigError) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "labels");
+  c.model.num_labels = 3;  // the synthetic dataset has 10 classes
+  EXPECT_THROW(Trainer trainer(c), ConfigError);
+}
+
+}  // namespace
+}  // namespace pipet
