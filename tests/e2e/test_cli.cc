@@ -65,6 +65,15 @@ TEST(Cli, DescribeListsEveryKeyWithDocumentation) {
   }
 }
 
+TEST(Cli, ConfigurationReferenceInDocsIsCurrent) {
+  ProcessResult r = cli({"config", "--describe", "--format", "markdown"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string docs = testing::read_text(std::string(PIPET_SOURCE_DIR) + "/docs/configuration.md");
+  ASSERT_GE(docs.size(), r.out.size());
+  EXPECT_EQ(docs.substr(docs.size() - r.out.size()), r.out)
+      << "docs/configuration.md is out of date: run `make docs`";
+}
+
 TEST(Cli, ValidateReportsUnknownKeyWithSuggestion) {
   TempDir dir;
   testing::write_text(dir.file("bad.json"), R"({"train": {"lrr": 0.1}})");
