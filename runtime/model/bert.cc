@@ -234,15 +234,7 @@ class BertHead final : public SubLayer {
 }  // namespace
 
 std::vector<std::shared_ptr<SubLayer>> build_bert_sublayers(const ModelSpec& spec) {
-  std::vector<std::shared_ptr<SubLayer>> layers;
-  layers.reserve(static_cast<size_t>(2 * spec.num_layers + 2));
-  layers.push_back(std::make_shared<BertEmbedding>(spec));
-  for (int64_t block = 0; block < spec.num_layers; ++block) {
-    layers.push_back(std::make_shared<BertAttention>(spec, block));
-    layers.push_back(std::make_shared<BertMlp>(spec, block));
-  }
-  layers.push_back(std::make_shared<BertHead>(spec));
-  return layers;
+  return build_sublayer_sequence<BertEmbedding, BertAttention, BertMlp, BertHead>(spec);
 }
 
 }  // namespace pipet::model_detail

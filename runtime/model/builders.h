@@ -11,6 +11,20 @@
 
 namespace pipet::model_detail {
 
+// The sequence every family shares: embedding, (attention, MLP) per block, head.
+template <typename Embedding, typename Attention, typename Mlp, typename Head>
+std::vector<std::shared_ptr<SubLayer>> build_sublayer_sequence(const ModelSpec& spec) {
+  std::vector<std::shared_ptr<SubLayer>> layers;
+  layers.reserve(static_cast<size_t>(2 * spec.num_layers + 2));
+  layers.push_back(std::make_shared<Embedding>(spec));
+  for (int64_t block = 0; block < spec.num_layers; ++block) {
+    layers.push_back(std::make_shared<Attention>(spec, block));
+    layers.push_back(std::make_shared<Mlp>(spec, block));
+  }
+  layers.push_back(std::make_shared<Head>(spec));
+  return layers;
+}
+
 // Embedding, (attention, MLP) per block, head; initialised as Hugging Face does.
 std::vector<std::shared_ptr<SubLayer>> build_vit_sublayers(const ModelSpec& spec);
 std::vector<std::shared_ptr<SubLayer>> build_bert_sublayers(const ModelSpec& spec);

@@ -194,15 +194,7 @@ class VitHead final : public SubLayer {
 }  // namespace
 
 std::vector<std::shared_ptr<SubLayer>> build_vit_sublayers(const ModelSpec& spec) {
-  std::vector<std::shared_ptr<SubLayer>> layers;
-  layers.reserve(static_cast<size_t>(2 * spec.num_layers + 2));
-  layers.push_back(std::make_shared<VitEmbedding>(spec));
-  for (int64_t block = 0; block < spec.num_layers; ++block) {
-    layers.push_back(std::make_shared<VitAttention>(spec, block));
-    layers.push_back(std::make_shared<VitMlp>(spec, block));
-  }
-  layers.push_back(std::make_shared<VitHead>(spec));
-  return layers;
+  return build_sublayer_sequence<VitEmbedding, VitAttention, VitMlp, VitHead>(spec);
 }
 
 }  // namespace pipet::model_detail

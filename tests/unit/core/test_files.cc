@@ -1,5 +1,6 @@
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
+#include "tests/support/expect_error.h"
 #include "tests/support/temp_dir.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 namespace pipet {
 namespace {
 
+using ::pipet::testing::error_message;
 using ::pipet::testing::read_text;
 using ::pipet::testing::TempDir;
 using ::pipet::testing::write_text;
@@ -25,21 +27,6 @@ std::vector<std::string> list_dir(const std::string& dir) {
     names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
-}
-
-// Runs `fn`, expects it to throw E, and returns the message.
-template <typename E, typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw the wrong class: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "did not throw";
-  return {};
 }
 
 // --- write_file_atomic -------------------------------------------------------

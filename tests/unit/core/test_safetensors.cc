@@ -1,6 +1,7 @@
 #include "runtime/core/errors.h"
 #include "runtime/core/safetensors.h"
 #include "runtime/core/safetensors_torch.h"
+#include "tests/support/expect_error.h"
 #include "tests/support/temp_dir.h"
 
 #include <gtest/gtest.h>
@@ -21,6 +22,7 @@
 namespace pipet {
 namespace {
 
+using ::pipet::testing::error_message;
 using ::pipet::testing::read_text;
 using ::pipet::testing::TempDir;
 using ::pipet::testing::write_text;
@@ -36,20 +38,6 @@ std::string le64(uint64_t value) {
 // A file exactly as the format lays it out: length, header bytes, data.
 std::string file_bytes(const std::string& header, const std::string& data) {
   return le64(header.size()) + header + data;
-}
-
-template <typename E, typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw the wrong class: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "did not throw";
-  return {};
 }
 
 // Writes `bytes` to a file, expects open() to fail with FormatError, and
