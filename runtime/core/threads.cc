@@ -1,6 +1,7 @@
 #include "runtime/core/threads.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -11,6 +12,9 @@
 
 namespace pipet {
 namespace {
+
+// Marks a policy we set ourselves, so the log can tell it from the user's.
+constexpr const char* kPolicySetMarker = "PIPET_SET_OMP_WAIT_POLICY";
 
 int ranks_on_this_node() {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
@@ -42,6 +46,23 @@ int configure_threads(int64_t requested) {
   at::set_num_threads(threads);
   set_openblas_threads(threads);
   return threads;
+}
+
+void prefer_passive_openmp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  setenv(kPolicySetMarker, "1", 1);
+  execv("/proc/self/exe", argv);
+  // exec failed (no /proc?): carry on with libgomp's default policy.
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv(kPolicySetMarker);
+}
+
+std::string openmp_wait_policy_description() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  if (policy == nullptr) return "libgomp default (busy-wait)";
+  return std::string(policy) +
+         (std::getenv(kPolicySetMarker) ? " (set by pipetransformer)" : " (from the environment)");
 }
 
 }  // namespace pipet

@@ -3,11 +3,26 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace pipet {
 
 // `requested` > 0 is used as is; 0 means hardware cores divided by the ranks
 // on this node (OMPI_COMM_WORLD_LOCAL_SIZE), at least 1. Returns the count set.
 int configure_threads(int64_t requested);
+
+// OpenMP's idle workers busy-wait by default and take the cores that
+// OpenBLAS's own threads need for the next GEMM: a 2-thread vit-tiny step
+// ran 4x slower than with passive waiting, even on an idle machine. libgomp
+// reads OMP_WAIT_POLICY when it loads, before main, so when the variable is
+// unset this sets it to PASSIVE and re-executes the program (same pid, same
+// arguments). Call first thing in main. Returns when the policy was already
+// set (by the user, who keeps their choice, or by the re-exec) or when exec
+// failed (the run continues with libgomp's default).
+void prefer_passive_openmp_wait(char** argv);
+
+// The OpenMP wait policy in force and who chose it, for the start-up log:
+// "PASSIVE (set by pipetransformer)", "ACTIVE (from the environment)".
+std::string openmp_wait_policy_description();
 
 }  // namespace pipet

@@ -137,10 +137,10 @@ Trainer::Trainer(const TrainConfig& config) : config_(config), state_(std::make_
   int64_t parameters = 0;
   for (const auto& sublayer : model_->sublayers()) parameters += sublayer->parameter_count();
   spdlog::info("[train] model {}: {} sub-layers, {} parameters; data {}: {} train / {} eval samples; "
-               "{} steps ({} per epoch), batch {}, {} threads",
+               "{} steps ({} per epoch), batch {}, {} threads, OpenMP wait policy {}",
                spec.preset, model_->num_sublayers(), parameters, train_data_->name(), train_data_->size(),
                eval_data_ ? eval_data_->size() : 0, total_steps_, steps_per_epoch_,
-               config_.train.batch_size, threads);
+               config_.train.batch_size, threads, openmp_wait_policy_description());
 }
 
 Trainer::~Trainer() = default;

@@ -133,6 +133,22 @@ TEST(Cli, TrainWritesModelConfigMetricsAndSageMakerLines) {
   EXPECT_GE(lines, 8);
 }
 
+TEST(Cli, SetsPassiveOpenMpWaitUnlessTheUserChoseAPolicy) {
+  TempDir dir;
+  testing::ProcessOptions defaulted;
+  defaulted.unset_env = {"OMP_WAIT_POLICY", "PIPET_SET_OMP_WAIT_POLICY"};
+  ProcessResult r = cli(tiny_train_args(dir), defaulted);
+  ASSERT_EQ(r.exit_code, 0) << all_output(r);
+  EXPECT_NE(r.err.find("OpenMP wait policy PASSIVE (set by pipetransformer)"), std::string::npos) << r.err;
+
+  testing::ProcessOptions chosen;
+  chosen.unset_env = {"PIPET_SET_OMP_WAIT_POLICY"};
+  chosen.extra_env = {"OMP_WAIT_POLICY=ACTIVE"};
+  ProcessResult kept = cli(tiny_train_args(dir), chosen);
+  ASSERT_EQ(kept.exit_code, 0) << all_output(kept);
+  EXPECT_NE(kept.err.find("OpenMP wait policy ACTIVE (from the environment)"), std::string::npos) << kept.err;
+}
+
 TEST(Cli, BertTrainsOnSyntheticText) {
   TempDir dir;
   ProcessResult r = cli({"train", "--set", "model.preset=bert-tiny", "--set", "model.vocab_size=512",

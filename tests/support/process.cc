@@ -20,7 +20,14 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
   int out_pipe[2], err_pipe[2];
   if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0) throw std::runtime_error("pipe failed");
   std::vector<std::string> env_storage;
-  for (char** e = environ; *e; ++e) env_storage.emplace_back(*e);
+  // Inherited variables, minus those unset or replaced by extra_env.
+  std::vector<std::string> dropped = options.unset_env;
+  for (const auto& extra : options.extra_env) dropped.push_back(extra.substr(0, extra.find('=')));
+  for (char** e = environ; *e; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    if (std::find(dropped.begin(), dropped.end(), name) == dropped.end()) env_storage.push_back(entry);
+  }
   for (const auto& extra : options.extra_env) env_storage.push_back(extra);
   std::vector<char*> env;
   for (auto& s : env_storage) env.push_back(s.data());

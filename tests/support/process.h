@@ -16,7 +16,8 @@ struct ProcessResult {
 
 struct ProcessOptions {
   double timeout_seconds = 120.0;
-  std::vector<std::string> extra_env;  // "NAME=value"
+  std::vector<std::string> extra_env;  // "NAME=value", replacing an inherited NAME
+  std::vector<std::string> unset_env;  // names removed from the inherited environment
   // When non-empty: send `signal_number` once stdout contains this text.
   std::string signal_on_stdout;
   int signal_number = 15;
