@@ -105,6 +105,11 @@ int run_cli(int argc, char** argv) {
                "pipetransformer"};
   app.set_version_flag("--version", std::string(PIPET_VERSION) + " (LibTorch " PIPET_TORCH_VERSION ")");
   app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 success, 1 internal error, 2 bad command line or configuration, "
+      "3 dataset missing or malformed, 4 filesystem error or corrupt file, 5 weights or "
+      "checkpoint do not fit the model, 6 communication failure, 7 training diverged, "
+      "143 stopped by SIGTERM/SIGINT after checkpointing.");
   app.add_option("--error-file", options.error_file,
                  "On failure, write the error message to this file (never overwrites an existing one)");
 

@@ -44,6 +44,7 @@ TEST(Cli, HelpAndVersion) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("train"), std::string::npos);
   EXPECT_NE(help.out.find("export"), std::string::npos);
+  EXPECT_NE(help.out.find("Exit codes"), std::string::npos);
   ProcessResult train_help = cli({"train", "--help"});
   EXPECT_EQ(train_help.exit_code, 0);
   EXPECT_NE(train_help.out.find("--set"), std::string::npos);
@@ -215,8 +216,9 @@ TEST(Cli, ErrorFileGetsTheMessageAndIsNeverOverwritten) {
 
 TEST(Cli, SigtermCheckpointsThenResumeFinishes) {
   TempDir dir;
-  std::vector<std::string> args = tiny_train_args(dir, 3);
-  args.insert(args.end(), {"--set", "checkpoint.dir=" + dir.file("ckpt"), "--set", "data.train_samples=256"});
+  // 128 steps: ample margin for the signal to land while training runs.
+  std::vector<std::string> args = tiny_train_args(dir, 2);
+  args.insert(args.end(), {"--set", "checkpoint.dir=" + dir.file("ckpt"), "--set", "data.train_samples=1024"});
   testing::ProcessOptions options;
   options.signal_on_stdout = "step=2;";
   ProcessResult stopped = cli(args, options);
@@ -228,7 +230,9 @@ TEST(Cli, SigtermCheckpointsThenResumeFinishes) {
   ASSERT_EQ(resumed.exit_code, 0) << all_output(resumed);
   EXPECT_NE(resumed.err.find("resumed from"), std::string::npos) << resumed.err;
   auto summary = nlohmann::json::parse(testing::read_text(dir.file("out/summary.json")));
-  EXPECT_EQ(summary["steps"], 48);
+  EXPECT_EQ(summary["steps"], 128);
+  EXPECT_LT(stopped.out.find("step=2;"), stopped.out.size());
+  EXPECT_EQ(stopped.out.find("event=summary"), std::string::npos);  // it did stop early
 }
 
 TEST(Cli, CheckpointFromADifferentModelShapeIsAModelError) {
