@@ -4,7 +4,6 @@
 #pragma once
 
 #include "runtime/core/config.h"
-#include "runtime/core/torch_pch.h"
 
 #include <cstdint>
 #include <memory>
