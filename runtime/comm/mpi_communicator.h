@@ -1,0 +1,65 @@
+// MpiCommunicator: a Communicator over one MPI communicator (CPU tensors).
+// Operations use non-blocking MPI calls; Work::wait polls MPI_Test until the
+// request completes or the timeout passes.
+//
+// Not copyable; owns its MPI_Comm (freed in the destructor). Must be destroyed
+// before the MpiRuntime. All calls come from the thread that created MPI.
+#pragma once
+
+#include "runtime/comm/communicator.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pipet {
+
+class MpiRuntime;
+
+class MpiCommunicator final : public Communicator {
+ public:
+  struct Impl;  // holds the MPI_Comm; defined in mpi_communicator.cc
+  explicit MpiCommunicator(std::unique_ptr<Impl> impl);
+  ~MpiCommunicator() override;
+
+  int rank() const override;
+  int size() const override;
+  const std::string& name() const override;
+
+  std::unique_ptr<Work> all_reduce_async(torch::Tensor& tensor,
+                                         const AllReduceOptions& options = {}) override;
+  std::unique_ptr<Work> broadcast_async(torch::Tensor& tensor,
+                                        const BroadcastOptions& options = {}) override;
+  std::unique_ptr<Work> all_gather_async(const torch::Tensor& input, torch::Tensor& output,
+                                         const AllGatherOptions& options = {}) override;
+  std::unique_ptr<Work> send_async(const torch::Tensor& tensor, int dst, int tag,
+                                   const PointToPointOptions& options = {}) override;
+  std::unique_ptr<Work> recv_async(torch::Tensor& tensor, int src, int tag,
+                                   const PointToPointOptions& options = {}) override;
+  std::unique_ptr<Work> barrier_async(const BarrierOptions& options = {}) override;
+
+  // Collective over this communicator: every rank must call it. Ranks with the
+  // same `color` form one new communicator, ordered by `key` (ties by rank);
+  // a negative color opts out and gets nullptr.
+  std::unique_ptr<MpiCommunicator> split(int color, int key, const std::string& name);
+
+  // Collective over this communicator with the same `ranks` on every rank:
+  // the listed ranks (of this communicator) form a group whose rank i is
+  // ranks[i]. Ranks not listed get nullptr. Throws CommError on an empty list,
+  // a rank out of range or a duplicate.
+  std::unique_ptr<MpiCommunicator> create_group(const std::vector<int>& ranks,
+                                                const std::string& name);
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// A duplicate of MPI_COMM_WORLD named "world" (our traffic never mixes with
+// other libraries' on MPI_COMM_WORLD itself). Collective over every rank.
+std::unique_ptr<MpiCommunicator> make_world_communicator(MpiRuntime& runtime);
+
+// The world communicator fit for this job: LocalCommunicator when there is no
+// runtime or a single rank, otherwise make_world_communicator.
+std::unique_ptr<Communicator> make_communicator(MpiRuntime* runtime);
+
+}  // namespace pipet
