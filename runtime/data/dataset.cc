@@ -149,6 +149,20 @@ Modality dataset_modality(const std::string& dataset) {
   throw ConfigError("unknown data.dataset '" + dataset + "' (known: " + known_datasets() + ")");
 }
 
+torch::Tensor Dataset::labels(const std::vector<int64_t>& indices) const {
+  torch::Tensor out = torch::empty({static_cast<int64_t>(indices.size())}, torch::kInt64);
+  int64_t* data = out.data_ptr<int64_t>();
+  for (size_t i = 0; i < indices.size(); ++i) {
+    const int64_t index = indices[i];
+    if (index < 0 || index >= size()) {
+      throw DataError("sample index " + std::to_string(index) + " is outside dataset '" + name() +
+                      "' of " + std::to_string(size()) + " samples");
+    }
+    data[i] = label(index);
+  }
+  return out;
+}
+
 DatasetSplits make_datasets(const DataConfig& config, const DataShape& shape, uint64_t seed) {
   dataset_modality(config.dataset);  // rejects unknown names first
   DatasetSplits splits;

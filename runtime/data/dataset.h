@@ -36,6 +36,12 @@ class Dataset {
   virtual std::vector<std::string> class_names() const { return {}; }
   // The samples `indices` as one batch; `epoch` seeds augmentation.
   virtual Batch get_batch(const std::vector<int64_t>& indices, int64_t epoch) const = 0;
+  // The label of sample `index`, without producing its inputs.
+  virtual int64_t label(int64_t index) const = 0;
+  // Labels of `indices` as int64 [B], equal to get_batch(indices, e).labels
+  // but without decoding inputs: what a pipeline's last stage needs. Throws
+  // DataError for an index outside the dataset.
+  torch::Tensor labels(const std::vector<int64_t>& indices) const;
 };
 
 struct DatasetSplits {

@@ -22,8 +22,6 @@ class ImageDataset : public Dataset {
   const std::string& split() const { return split_; }
   const ImageTransform& transform() const { return transform_; }
 
-  // The label of sample `index` (no pixels are produced).
-  virtual int64_t label(int64_t index) const = 0;
   // The stored image of sample `index` as uint8 [C,H,W], before any transform.
   torch::Tensor raw_image(int64_t index) const;
 

@@ -83,7 +83,7 @@ class SyntheticTextDataset final : public Dataset {
   int64_t num_classes() const override { return num_classes_; }
   Batch get_batch(const std::vector<int64_t>& indices, int64_t epoch) const override;
 
-  int64_t label(int64_t index) const { return index % num_classes_; }
+  int64_t label(int64_t index) const override { return index % num_classes_; }
   int64_t seq_len() const { return seq_len_; }
   int64_t vocab_size() const { return vocab_size_; }
   int64_t pad_id() const { return 0; }

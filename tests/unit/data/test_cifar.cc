@@ -134,6 +134,7 @@ TEST(Cifar, Cifar100FineOrCoarseLabels) {
   EXPECT_EQ(coarse.train->num_classes(), 20);
   EXPECT_TRUE(torch::equal(coarse.train->get_batch({0, 1, 2}, 0).labels,
                            torch::tensor({3, 19, 0}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(coarse.train->labels({2, 0, 1}), torch::tensor({0, 3, 19}, torch::kInt64)));
   EXPECT_EQ(coarse.eval->class_names().at(11), "super11");
   EXPECT_EQ(std::dynamic_pointer_cast<CifarDataset>(coarse.eval)->raw_image(0)[0][0][1].item<uint8_t>(),
             pixel(50, 0, 0, 1));

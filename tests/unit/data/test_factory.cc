@@ -45,6 +45,23 @@ std::string config_error(F&& f) {
   return "no ConfigError";
 }
 
+TEST(DatasetFactory, LabelsWithoutInputsMatchTheBatchLabels) {
+  const DatasetSplits images = make_datasets(config_for("synthetic-image"), image_shape(), 3);
+  const DatasetSplits texts = make_datasets(config_for("synthetic-text"), text_shape(), 3);
+  const std::vector<int64_t> indices = {7, 3, 11, 3, 0};  // within the 12-sample eval split
+  for (const auto& dataset : {images.train, images.eval, texts.train, texts.eval}) {
+    EXPECT_TRUE(torch::equal(dataset->labels(indices), dataset->get_batch(indices, 2).labels))
+        << dataset->name();
+  }
+  try {
+    images.train->labels({0, images.train->size()});
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(images.train->size())), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(DatasetFactory, ModalityOfEachName) {
   EXPECT_EQ(dataset_modality("synthetic-image"), Modality::kImage);
   EXPECT_EQ(dataset_modality("cifar10"), Modality::kImage);
