@@ -310,7 +310,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
 
       if (config_.eval.every_steps > 0 && state_->step % config_.eval.every_steps == 0) {
         run_eval("step cadence");
-        evaluated_this_epoch = state_->sampler_position >= steps_per_epoch_ * config_.train.batch_size;
+        evaluated_this_epoch = sampler_->epoch_finished();
       }
       if (config_.checkpoint.every_steps > 0 && state_->step % config_.checkpoint.every_steps == 0) {
         result.last_checkpoint = save_checkpoint();
@@ -332,7 +332,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
       if (stop || state_->step >= total_steps_) break;
     }
     if (stop) break;
-    if (state_->step >= total_steps_ && state_->sampler_position < steps_per_epoch_ * config_.train.batch_size) {
+    if (state_->step >= total_steps_ && !sampler_->epoch_finished()) {
       break;  // max_steps ended the run inside an epoch
     }
     // Epoch complete.
