@@ -68,7 +68,7 @@ std::map<std::string, torch::Tensor> load_safetensors(const std::string& path) {
 }
 
 void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
   torch::NoGradGuard no_grad;
   // Holds the contiguous CPU versions alive while their bytes are written; for

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "runtime/core/safetensors.h"
+#include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
 #include <map>
@@ -21,7 +22,7 @@ std::map<std::string, torch::Tensor> load_safetensors(const std::string& path);
 
 // Writes tensors (any device/layout; made contiguous CPU) atomically.
 void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace pipet

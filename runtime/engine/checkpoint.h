@@ -9,6 +9,7 @@
 // new one is in place (checkpoint.keep of them remain).
 #pragma once
 
+#include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
 #include <nlohmann/json.hpp>
@@ -21,8 +22,6 @@
 #include <vector>
 
 namespace pipet {
-
-using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 // Counters a resumed run needs to continue exactly where it stopped.
 struct TrainerState {

@@ -9,12 +9,6 @@
 namespace pipet {
 namespace {
 
-std::string describe_shape(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
-}
-
 // Looks up "<param>/<slot>" and checks its shape; records it as consumed.
 torch::Tensor take_slot(const std::map<std::string, torch::Tensor>& state, const std::string& key,
                         const torch::Tensor& like, const std::string& source,
@@ -25,7 +19,7 @@ torch::Tensor take_slot(const std::map<std::string, torch::Tensor>& state, const
   }
   if (like.defined() && !it->second.sizes().equals(like.sizes())) {
     throw ModelError(source + ": optimizer state '" + key + "' has shape " +
-                     describe_shape(it->second) + ", the parameter has " + describe_shape(like));
+                     shape_string(it->second.sizes()) + ", the parameter has " + shape_string(like.sizes()));
   }
   consumed->push_back(key);
   return it->second;

@@ -5,6 +5,7 @@
 // LayerNorm) get no weight decay, the Hugging Face Trainer convention.
 #pragma once
 
+#include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
 #include <map>
@@ -16,8 +17,6 @@
 namespace pipet {
 
 struct TrainLoopConfig;
-
-using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 class Optimizer {
  public:

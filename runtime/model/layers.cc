@@ -148,15 +148,4 @@ void check_hidden_states(const torch::Tensor& hidden, int64_t hidden_size, const
   }
 }
 
-std::string shape_string(c10::IntArrayRef shape) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) out << ", ";
-    out << shape[i];
-  }
-  out << ']';
-  return out.str();
-}
-
 }  // namespace pipet::model_detail

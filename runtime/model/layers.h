@@ -4,6 +4,7 @@
 // Hugging Face initialisers, and multi-head self-attention.
 #pragma once
 
+#include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
 #include <cstdint>
@@ -100,8 +101,5 @@ inline torch::Tensor maybe_dropout(const torch::Tensor& x, double p, bool traini
 // Throws ModelError unless `hidden` is [batch, seq, hidden_size] floating
 // point; `where` names the sub-layer ("block3.attention").
 void check_hidden_states(const torch::Tensor& hidden, int64_t hidden_size, const std::string& where);
-
-// "[2, 3, 4]" for error messages.
-std::string shape_string(c10::IntArrayRef shape);
 
 }  // namespace pipet::model_detail

@@ -12,7 +12,6 @@
 namespace pipet {
 namespace {
 
-using model_detail::shape_string;
 
 // Buffers Hugging Face checkpoints may carry that are not parameters here.
 bool is_known_hf_buffer(const std::string& name) {
@@ -49,8 +48,8 @@ torch::Tensor TransformerModel::forward(const Activations& inputs) {
   return forward_range(inputs, 0, sublayers_.size()).hidden;
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> TransformerModel::hf_parameters() const {
-  std::vector<std::pair<std::string, torch::Tensor>> all;
+NamedTensors TransformerModel::hf_parameters() const {
+  NamedTensors all;
   for (const auto& layer : sublayers_) {
     auto named = layer->hf_parameters();
     all.insert(all.end(), std::make_move_iterator(named.begin()),

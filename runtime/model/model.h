@@ -66,7 +66,7 @@ class TransformerModel : public torch::nn::Module {
   torch::Tensor forward(const Activations& inputs);
 
   // Every parameter under its Hugging Face name, in model order.
-  std::vector<std::pair<std::string, torch::Tensor>> hf_parameters() const;
+  NamedTensors hf_parameters() const;
 
   // Copies `tensors` (Hugging Face names) into the parameters. Every
   // parameter must be present with the same shape, and no tensor may be left

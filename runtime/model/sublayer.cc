@@ -19,8 +19,8 @@ std::string SubLayer::display_name() const {
   return to_string(kind_);
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> SubLayer::hf_parameters() const {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
+NamedTensors SubLayer::hf_parameters() const {
+  NamedTensors out;
   for (const auto& item : named_parameters(/*recurse=*/true)) {
     out.emplace_back(hf_prefix_ + item.key(), item.value());
   }

@@ -5,6 +5,7 @@
 // hand `Activations` to the next.
 #pragma once
 
+#include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
 #include <cstdint>
@@ -45,7 +46,7 @@ class SubLayer : public torch::nn::Module {
   std::string display_name() const;
 
   // (Hugging Face name, tensor) for every parameter of this sub-layer.
-  std::vector<std::pair<std::string, torch::Tensor>> hf_parameters() const;
+  NamedTensors hf_parameters() const;
   int64_t parameter_count() const;
 
  private:
