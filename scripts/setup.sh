@@ -8,7 +8,7 @@ packages=(
   libtorch-dev python3-torch libopenblas0-pthread
   libopenmpi-dev openmpi-bin
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev
+  nlohmann-json3-dev libcli11-dev libturbojpeg0-dev libpng-dev
 )
 
 missing=()

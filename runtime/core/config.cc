@@ -161,8 +161,19 @@ std::vector<FieldSpec> build_schema() {
 
       // data
       field(PIPET_CONFIG_FIELD(data, dataset), "Training and evaluation data.")
-          .one_of({"synthetic-image", "synthetic-text", "cifar10", "cifar100"}),
-      field(PIPET_CONFIG_FIELD(data, dir), "Dataset directory (needed by cifar10 and cifar100)."),
+          .one_of({"synthetic-image", "synthetic-text", "cifar10", "cifar100", "image-folder", "glue",
+                   "squad"}),
+      field(PIPET_CONFIG_FIELD(data, dir),
+            "Dataset directory in the dataset's standard layout (file datasets)."),
+      field(PIPET_CONFIG_FIELD(data, train_path),
+            "Training file or folder; empty = the standard name under data.dir."),
+      field(PIPET_CONFIG_FIELD(data, eval_path),
+            "Evaluation file or folder; empty = the standard name under data.dir."),
+      field(PIPET_CONFIG_FIELD(data, eval_split),
+            "Seeded fraction of the training set held out for evaluation when there is no "
+            "evaluation set; 0 = none.")
+          .at_least(0)
+          .below(1),
       field(PIPET_CONFIG_FIELD(data, cifar100_labels),
             "cifar100 only: fine (100 classes) or coarse (20 superclasses) labels.")
           .one_of({"fine", "coarse"}),
@@ -184,6 +195,33 @@ std::vector<FieldSpec> build_schema() {
       field(PIPET_CONFIG_FIELD(data, std),
             "Per-channel normalisation standard deviation; empty = the dataset's default.")
           .greater_than(0),
+      field(PIPET_CONFIG_FIELD(data, crop_scale_min),
+            "image-folder: smallest area fraction of a random-resized crop.")
+          .greater_than(0)
+          .at_most(1),
+      field(PIPET_CONFIG_FIELD(data, decode_threads),
+            "Image decoding threads per rank; 0 = from the core count.")
+          .at_least(0),
+      field(PIPET_CONFIG_FIELD(data, prefetch_batches),
+            "Batches prepared ahead of the training step.")
+          .at_least(0),
+      field(PIPET_CONFIG_FIELD(data, on_bad_sample),
+            "A corrupt sample: fail the job, or skip it and report the count.")
+          .one_of({"fail", "skip"}),
+      field(PIPET_CONFIG_FIELD(data, vocab_file), "glue, squad: WordPiece vocab.txt."),
+      field(PIPET_CONFIG_FIELD(data, lowercase),
+            "glue, squad: lower-case and strip accents (uncased models)."),
+      field(PIPET_CONFIG_FIELD(data, text_column), "glue: column of the first text."),
+      field(PIPET_CONFIG_FIELD(data, text_pair_column),
+            "glue: column of the second text; empty = single-text task."),
+      field(PIPET_CONFIG_FIELD(data, label_column), "glue: column of the integer label."),
+      field(PIPET_CONFIG_FIELD(data, doc_stride),
+            "squad: tokens between the starts of neighbouring context windows.")
+          .at_least(1),
+      field(PIPET_CONFIG_FIELD(data, max_query_len), "squad: question tokens kept.").at_least(1),
+      field(PIPET_CONFIG_FIELD(data, max_answer_len),
+            "squad: longest predicted answer in tokens.")
+          .at_least(1),
 
       // train
       field(PIPET_CONFIG_FIELD(train, epochs), "Passes over the training set.").at_least(1),
@@ -261,6 +299,22 @@ std::vector<FieldSpec> build_schema() {
           .required(),
       field(PIPET_CONFIG_FIELD(output, export_model),
             "Export model.safetensors and config.json (Hugging Face names) at the end."),
+
+      // parallel
+      field(PIPET_CONFIG_FIELD(parallel, pipeline_stages),
+            "Pipeline stages K; the ranks form ranks/K data-parallel pipelines.")
+          .at_least(1),
+      field(PIPET_CONFIG_FIELD(parallel, micro_batches),
+            "Micro-batches per pipeline per step; the per-pipeline batch must divide evenly.")
+          .at_least(1),
+      field(PIPET_CONFIG_FIELD(parallel, schedule),
+            "Pipeline schedule: gpipe (fill-drain) or 1f1b (activation memory bounded by K).")
+          .one_of({"gpipe", "1f1b"}),
+      field(PIPET_CONFIG_FIELD(parallel, bucket_mb), "Gradient all-reduce bucket size in MiB.")
+          .greater_than(0),
+      field(PIPET_CONFIG_FIELD(parallel, comm_timeout_s),
+            "Seconds a collective or point-to-point transfer may take before the job fails.")
+          .greater_than(0),
 
       // runtime
       field(PIPET_CONFIG_FIELD(runtime, threads),
@@ -906,15 +960,23 @@ void apply_config_assignment(TrainConfig& config, const std::string& assignment,
 namespace {
 
 bool is_image_dataset(const std::string& dataset) {
-  return dataset == "synthetic-image" || dataset == "cifar10" || dataset == "cifar100";
+  return dataset == "synthetic-image" || dataset == "cifar10" || dataset == "cifar100" ||
+         dataset == "image-folder";
+}
+
+bool is_file_dataset(const std::string& dataset) {
+  return dataset == "cifar10" || dataset == "cifar100" || dataset == "image-folder" ||
+         dataset == "glue" || dataset == "squad";
 }
 
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
+// Classes known from the configuration alone; 0 when only the data can tell.
 int64_t dataset_classes(const DataConfig& data) {
   if (data.dataset == "cifar10") return 10;
   if (data.dataset == "cifar100") return data.cifar100_labels == "coarse" ? 20 : 100;
-  return data.num_classes;
+  if (starts_with(data.dataset, "synthetic-")) return data.num_classes;
+  return 0;
 }
 
 }  // namespace
@@ -934,8 +996,8 @@ void validate_config(const TrainConfig& c) {
     throw ConfigError(
         "model.preset " + quoted(m.preset) + " is " + (vit ? "an image" : "a text") +
         " model but data.dataset " + quoted(d.dataset) + " is " + (image ? "an image" : "a text") +
-        " dataset; vit-* presets take synthetic-image, cifar10 or cifar100, bert-* presets"
-        " take synthetic-text");
+        " dataset; vit-* presets take synthetic-image, cifar10, cifar100 or image-folder, bert-*"
+        " presets take synthetic-text, glue or squad");
   }
   const std::pair<const char*, const std::optional<int64_t>*> vit_only[] = {
       {"model.image_size", &m.image_size},
@@ -972,9 +1034,28 @@ void validate_config(const TrainConfig& c) {
                       "; use 0 to take the dataset's count");
   }
 
-  if ((d.dataset == "cifar10" || d.dataset == "cifar100") && d.dir.empty()) {
+  if (is_file_dataset(d.dataset) && d.dir.empty() && d.train_path.empty()) {
     throw ConfigError("data.dataset " + quoted(d.dataset) +
-                      " needs data.dir: the directory holding the CIFAR binary files");
+                      " reads files: set data.dir (the dataset's standard layout) or "
+                      "data.train_path");
+  }
+  if (!is_file_dataset(d.dataset) &&
+      !(d.train_path.empty() && d.eval_path.empty() && d.eval_split == 0)) {
+    throw ConfigError("data.train_path, data.eval_path and data.eval_split apply to file datasets, "
+                      "but data.dataset is " + quoted(d.dataset));
+  }
+  if (!d.eval_path.empty() && d.eval_split > 0) {
+    throw ConfigError("data.eval_path and data.eval_split are both set; an explicit evaluation set "
+                      "or a held-out split, not both");
+  }
+  if ((d.dataset == "glue" || d.dataset == "squad") && d.vocab_file.empty()) {
+    throw ConfigError("data.dataset " + quoted(d.dataset) +
+                      " needs data.vocab_file: the WordPiece vocab.txt of the model");
+  }
+  if (d.dataset == "squad" && d.max_query_len + 3 >= d.seq_len) {
+    throw ConfigError("data.max_query_len " + std::to_string(d.max_query_len) +
+                      " leaves no room for context in data.seq_len " + std::to_string(d.seq_len) +
+                      " ([CLS] question [SEP] context [SEP]); lower it or raise data.seq_len");
   }
   if (d.mean.size() != d.std.size()) {
     throw ConfigError("data.mean has " + std::to_string(d.mean.size()) +
@@ -1002,6 +1083,13 @@ void validate_config(const TrainConfig& c) {
   }
   if (t.optimizer == "sgd" && t.nesterov && t.momentum == 0) {
     throw ConfigError("train.nesterov needs train.momentum > 0");
+  }
+
+  const ParallelConfig& p = c.parallel;
+  if (t.batch_size % p.micro_batches != 0) {
+    throw ConfigError("train.batch_size " + std::to_string(t.batch_size) +
+                      " is not divisible by parallel.micro_batches " +
+                      std::to_string(p.micro_batches));
   }
 
   const EvalConfig& e = c.eval;

@@ -39,9 +39,12 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  // synthetic-image | synthetic-text | cifar10 | cifar100
+  // synthetic-image | synthetic-text | cifar10 | cifar100 | image-folder | glue | squad
   std::string dataset = "synthetic-image";
   std::string dir;                        // dataset directory (file datasets)
+  std::string train_path;                 // overrides the standard train file/folder under dir
+  std::string eval_path;                  // overrides the standard eval file/folder under dir
+  double eval_split = 0.0;                // seeded hold-out fraction when there is no eval set
   std::string cifar100_labels = "fine";   // fine | coarse
   int64_t train_samples = 2048;           // synthetic datasets
   int64_t eval_samples = 512;             // synthetic datasets
@@ -52,6 +55,18 @@ struct DataConfig {
   bool hflip = true;                      // random horizontal flip
   std::vector<double> mean;               // per channel; empty = dataset default
   std::vector<double> std;                // per channel; empty = dataset default
+  double crop_scale_min = 0.08;           // image-folder: random-resized-crop area floor
+  int64_t decode_threads = 0;             // image decoding threads; 0 = from the core count
+  int64_t prefetch_batches = 2;           // batches decoded ahead of the trainer
+  std::string on_bad_sample = "fail";     // fail | skip (corrupt images)
+  std::string vocab_file;                 // WordPiece vocab.txt (glue, squad)
+  bool lowercase = true;                  // uncased tokenizer
+  std::string text_column = "sentence";   // glue: first text column
+  std::string text_pair_column;           // glue: second text column; empty = single text
+  std::string label_column = "label";     // glue
+  int64_t doc_stride = 128;               // squad: overlap between context windows
+  int64_t max_query_len = 64;             // squad: question tokens kept
+  int64_t max_answer_len = 30;            // squad: longest predicted answer in tokens
 };
 
 struct TrainLoopConfig {
@@ -98,6 +113,15 @@ struct OutputConfig {
   bool export_model = true;
 };
 
+// Static layout of the ranks: K pipeline stages x R = ranks / K replicas.
+struct ParallelConfig {
+  int64_t pipeline_stages = 1;       // K; must divide the number of ranks
+  int64_t micro_batches = 1;         // M per pipeline per step
+  std::string schedule = "gpipe";    // gpipe | 1f1b
+  double bucket_mb = 25.0;           // gradient all-reduce bucket size in MiB
+  double comm_timeout_s = 300.0;     // a collective or p2p op slower than this fails the job
+};
+
 struct RuntimeConfig {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
   std::string device = "cpu";      // cpu | cuda
@@ -111,6 +135,7 @@ struct TrainConfig {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   OutputConfig output;
+  ParallelConfig parallel;
   RuntimeConfig runtime;
 };
 
