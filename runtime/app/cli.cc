@@ -76,10 +76,12 @@ int command_train(const Options& options) {
                       (result.last_checkpoint.empty() ? " (no checkpoint: checkpoint.dir is not set)"
                                                       : "; checkpoint " + result.last_checkpoint));
   }
+  std::string eval_text;
+  if (result.eval)
+    for (const auto& [name, value] : result.eval->metrics)
+      eval_text += fmt::format(", eval_{} {:.4f}", name, value);
   spdlog::info("[train] done: {} steps, train_loss {:.4f}{}, {:.1f} samples/s", result.steps,
-               result.train_loss,
-               result.eval ? fmt::format(", eval_accuracy {:.4f}", result.eval->accuracy) : std::string(),
-               result.samples_per_second);
+               result.train_loss, eval_text, result.samples_per_second);
   return 0;
 }
 

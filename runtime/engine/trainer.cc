@@ -1,5 +1,6 @@
 #include "runtime/engine/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/strings.h"
 #include "runtime/core/threads.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/sampler.h"
@@ -99,6 +101,16 @@ Trainer::Trainer(const TrainConfig& config) : config_(config), state_(std::make_
   DatasetSplits splits = make_datasets(config_.data, shape, config_.train.seed);
   train_data_ = splits.train;
   eval_data_ = splits.eval;
+  task_ = make_task(config_, eval_data_);
+  {
+    const std::string watched = config_.eval.early_stop_metric.substr(5);  // drops "eval_"
+    const std::vector<std::string> known = task_->metric_names();
+    if (config_.eval.early_stop_patience > 0 &&
+        std::find(known.begin(), known.end(), watched) == known.end())
+      throw ConfigError("eval.early_stop_metric '" + config_.eval.early_stop_metric +
+                        "' is not reported by the " + task_->name() + " task; it reports eval_" +
+                        join(known, ", eval_"));
+  }
 
   ModelSpec spec = resolve_model_spec(config_.model, train_data_->num_classes());
   if (spec.num_labels < train_data_->num_classes()) {
@@ -193,7 +205,7 @@ double Trainer::train_step(const Batch& batch) {
   model_->train();
   optimizer_->zero_grad();
   torch::Tensor logits = model_->forward(model_inputs(batch));
-  torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+  torch::Tensor loss = task_->loss(logits, batch.labels);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) {
     throw TrainingDiverged("training diverged at step " + std::to_string(state_->step + 1) +
@@ -211,37 +223,28 @@ double Trainer::train_step(const Batch& batch) {
 }
 
 EvalResult Trainer::evaluate() {
-  EvalResult result;
-  if (!eval_data_ || eval_data_->size() == 0) return result;
+  if (!eval_data_ || eval_data_->size() == 0) return EvalResult{};
   torch::NoGradGuard no_grad;
   model_->eval();
   const int64_t batch_size = config_.eval.batch_size > 0 ? config_.eval.batch_size : config_.train.batch_size;
-  double loss_sum = 0.0;
-  int64_t correct = 0;
+  std::unique_ptr<EvalAccumulator> accumulator = task_->make_evaluator();
   for (int64_t begin = 0; begin < eval_data_->size(); begin += batch_size) {
     const int64_t end = std::min(begin + batch_size, eval_data_->size());
     std::vector<int64_t> indices;
     for (int64_t i = begin; i < end; ++i) indices.push_back(i);
     Batch batch = eval_data_->get_batch(indices, /*epoch=*/0);
-    torch::Tensor logits = model_->forward(model_inputs(batch));
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, batch.labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    correct += logits.argmax(-1).eq(batch.labels).sum().item<int64_t>();
+    accumulator->add(model_->forward(model_inputs(batch)), batch.labels, batch.sample_ids);
   }
-  result.samples = eval_data_->size();
-  result.loss = loss_sum / static_cast<double>(result.samples);
-  result.accuracy = static_cast<double>(correct) / static_cast<double>(result.samples);
   model_->train();
-  return result;
+  return accumulator->result();
 }
 
 // True when training should stop early.
 bool Trainer::update_early_stop(const EvalResult& result) {
   if (config_.eval.early_stop_patience <= 0) return false;
-  const bool higher_is_better = config_.eval.early_stop_metric == "eval_accuracy";
-  const double value = higher_is_better ? result.accuracy : result.loss;
+  const std::string metric = config_.eval.early_stop_metric.substr(5);  // drops "eval_"
+  const bool higher_is_better = task_->higher_is_better(metric);
+  const double value = result.metric(metric);
   const double delta = config_.eval.early_stop_min_delta;
   const bool improved = !state_->has_best || (higher_is_better ? value > state_->best_metric + delta
                                                                 : value < state_->best_metric - delta);
@@ -269,8 +272,10 @@ TrainResult Trainer::run(const RunLimits& limits) {
   auto run_eval = [&](const char* when) {
     EvalResult eval = evaluate();
     result.eval = eval;
-    metrics_->emit("eval", {{"epoch", state_->epoch}, {"step", state_->step}, {"eval_loss", eval.loss},
-                            {"eval_accuracy", eval.accuracy}, {"eval_samples", eval.samples}});
+    MetricFields fields = {{"epoch", state_->epoch}, {"step", state_->step}, {"eval_loss", eval.loss}};
+    for (const auto& [name, value] : eval.metrics) fields.emplace_back("eval_" + name, value);
+    fields.emplace_back("eval_samples", eval.samples);
+    metrics_->emit("eval", fields);
     if (update_early_stop(eval)) {
       spdlog::info("[train] early stop after {} evaluations without improvement of {} ({})",
                    state_->evals_without_improvement, config_.eval.early_stop_metric, when);
@@ -368,13 +373,15 @@ TrainResult Trainer::run(const RunLimits& limits) {
                             {"dataset", train_data_->name()}};
   if (result.eval) {
     summary["eval_loss"] = result.eval->loss;
-    summary["eval_accuracy"] = result.eval->accuracy;
+    for (const auto& [name, value] : result.eval->metrics) summary["eval_" + name] = value;
   }
   write_file_atomic(config_.output.dir + "/summary.json", summary.dump(2) + "\n");
-  metrics_->emit("summary", {{"steps", result.steps}, {"train_loss", result.train_loss},
-                             {"eval_accuracy", result.eval ? result.eval->accuracy : 0.0},
-                             {"samples_per_sec", result.samples_per_second},
-                             {"train_seconds", state_->elapsed_seconds}});
+  MetricFields fields = {{"steps", result.steps}, {"train_loss", result.train_loss}};
+  if (result.eval)
+    for (const auto& [name, value] : result.eval->metrics) fields.emplace_back("eval_" + name, value);
+  fields.emplace_back("samples_per_sec", result.samples_per_second);
+  fields.emplace_back("train_seconds", state_->elapsed_seconds);
+  metrics_->emit("summary", fields);
   return result;
 }
 

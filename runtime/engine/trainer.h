@@ -4,6 +4,7 @@
 #pragma once
 
 #include "runtime/core/config.h"
+#include "runtime/engine/task.h"
 
 #include <cstdint>
 #include <memory>
@@ -21,12 +22,6 @@ class Checkpointer;
 class TransformerModel;
 struct Batch;
 struct TrainerState;
-
-struct EvalResult {
-  double loss = 0.0;
-  double accuracy = 0.0;
-  int64_t samples = 0;
-};
 
 struct TrainResult {
   int64_t steps = 0;
@@ -70,6 +65,7 @@ class Trainer {
   std::shared_ptr<Dataset> train_data_;
   std::shared_ptr<Dataset> eval_data_;
   std::shared_ptr<TransformerModel> model_;
+  std::unique_ptr<Task> task_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<EpochSampler> sampler_;
   std::unique_ptr<LrSchedule> schedule_;
