@@ -1,0 +1,236 @@
+#include "freeze/freeze_policy.h"
+
+#include "runtime/core/errors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <utility>
+
+namespace pipet {
+
+namespace {
+
+// Absorbs the rounding of b(T) so that, e.g., 12 * (1/3) = 3.9999... counts as 4.
+constexpr double kBoundRoundingSlack = 1e-9;
+
+std::string number(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+void check_num_blocks(int num_blocks) {
+  if (num_blocks < 1) {
+    throw ConfigError("freeze: the model has " + std::to_string(num_blocks)
+                      + " transformer blocks; at least 1 is needed");
+  }
+}
+
+int frozen_cap(const FreezeOptions& options, int num_blocks) {
+  const int cap = static_cast<int>(std::floor(options.max_frozen_fraction * num_blocks + kBoundRoundingSlack));
+  return std::clamp(cap, 0, num_blocks);
+}
+
+int ceil_bound(double bound, int num_blocks) {
+  const int f = static_cast<int>(std::ceil(bound - kBoundRoundingSlack));
+  return std::clamp(f, 0, num_blocks);
+}
+
+void check_norms(const std::vector<double>& norms, int num_blocks, bool required) {
+  if (norms.empty() && !required) return;
+  if (static_cast<int>(norms.size()) != num_blocks) {
+    throw ConfigError("freeze: got " + std::to_string(norms.size())
+                      + " block gradient norms for a model of " + std::to_string(num_blocks) + " blocks");
+  }
+  for (size_t l = 0; l < norms.size(); ++l) {
+    if (norms[l] < 0.0) {  // false for NaN, which is allowed
+      throw ConfigError("freeze: block_grad_norms[" + std::to_string(l) + "] = " + number(norms[l])
+                        + " is negative");
+    }
+  }
+}
+
+// The gradient term as a count: lowest block with the smallest finite norm
+// in [first_active, L), plus one; first_active when none is finite.
+int gradient_term(const std::vector<double>& norms, int first_active) {
+  int best = -1;
+  for (int l = first_active; l < static_cast<int>(norms.size()); ++l) {
+    if (!std::isfinite(norms[l])) continue;
+    if (best < 0 || norms[l] < norms[best]) best = l;
+  }
+  return best < 0 ? first_active : best + 1;
+}
+
+}  // namespace
+
+const char* to_string(FreezeMode mode) {
+  switch (mode) {
+    case FreezeMode::kNone: return "none";
+    case FreezeMode::kSchedule: return "schedule";
+    case FreezeMode::kAdaptive: return "adaptive";
+    case FreezeMode::kManual: return "manual";
+  }
+  return "unknown";
+}
+
+FreezeMode freeze_mode_from_string(const std::string& name, const std::string& what) {
+  for (FreezeMode mode : {FreezeMode::kNone, FreezeMode::kSchedule, FreezeMode::kAdaptive, FreezeMode::kManual}) {
+    if (name == to_string(mode)) return mode;
+  }
+  throw ConfigError(what + ": unknown freeze mode '" + name
+                    + "' (expected 'none', 'schedule', 'adaptive' or 'manual')");
+}
+
+void validate_freeze_options(const FreezeOptions& options, int num_blocks) {
+  check_num_blocks(num_blocks);
+  if (!(options.alpha > 0.0 && options.alpha <= 1.0)) {  // also rejects NaN
+    throw ConfigError("freeze: alpha = " + number(options.alpha) + " is outside (0, 1]");
+  }
+  if (options.warmup_decisions < 0) {
+    throw ConfigError("freeze: warmup_decisions = " + std::to_string(options.warmup_decisions)
+                      + " is negative");
+  }
+  if (!(options.max_frozen_fraction >= 0.0 && options.max_frozen_fraction <= 1.0)) {
+    throw ConfigError("freeze: max_frozen_fraction = " + number(options.max_frozen_fraction)
+                      + " is outside [0, 1]");
+  }
+  if (options.mode != FreezeMode::kManual) return;
+  if (options.manual_schedule.empty()) {
+    throw ConfigError("freeze: mode 'manual' needs a non-empty manual_schedule");
+  }
+  const int cap = frozen_cap(options, num_blocks);
+  for (size_t i = 0; i < options.manual_schedule.size(); ++i) {
+    const int f = options.manual_schedule[i];
+    const std::string where = "freeze: manual_schedule[" + std::to_string(i) + "] = " + std::to_string(f);
+    if (f < 0 || f > num_blocks) {
+      throw ConfigError(where + " is outside [0, " + std::to_string(num_blocks) + "] (the model's block count)");
+    }
+    if (f > cap) {
+      throw ConfigError(where + " exceeds max_frozen_fraction * L = " + std::to_string(cap));
+    }
+    if (i > 0 && f < options.manual_schedule[i - 1]) {
+      throw ConfigError(where + " is smaller than the entry before it (frozen blocks are never unfrozen)");
+    }
+  }
+}
+
+void validate_freeze_state(const FreezeState& state, int num_blocks) {
+  check_num_blocks(num_blocks);
+  if (state.decisions < 0 || state.frozen < 0 || state.frozen > num_blocks || !std::isfinite(state.bound)
+      || state.bound < 0.0 || state.bound > num_blocks) {
+    throw ConfigError("freeze: state {decisions " + std::to_string(state.decisions) + ", frozen "
+                      + std::to_string(state.frozen) + ", bound " + number(state.bound)
+                      + "} does not fit a model of " + std::to_string(num_blocks) + " blocks");
+  }
+}
+
+FreezeState next_freeze_state(const FreezeOptions& options, int num_blocks, const FreezeState& previous,
+                              const std::vector<double>& block_grad_norms) {
+  validate_freeze_options(options, num_blocks);
+  validate_freeze_state(previous, num_blocks);
+  check_norms(block_grad_norms, num_blocks, options.mode == FreezeMode::kAdaptive);
+
+  FreezeState next = previous;
+  next.decisions = previous.decisions + 1;
+  const int after_warmup = next.decisions - options.warmup_decisions;
+  if (options.mode == FreezeMode::kNone || after_warmup <= 0) return next;
+
+  int target = previous.frozen;
+  switch (options.mode) {
+    case FreezeMode::kManual: {
+      const size_t index = std::min(static_cast<size_t>(after_warmup - 1), options.manual_schedule.size() - 1);
+      target = options.manual_schedule[index];
+      break;
+    }
+    case FreezeMode::kSchedule:
+    case FreezeMode::kAdaptive: {
+      const double base = std::min(previous.bound, static_cast<double>(previous.frozen));
+      next.bound = std::min(static_cast<double>(num_blocks), base + options.alpha * (num_blocks - base));
+      target = ceil_bound(next.bound, num_blocks);
+      if (options.mode == FreezeMode::kAdaptive) {
+        target = std::min(target, gradient_term(block_grad_norms, previous.frozen));
+      }
+      break;
+    }
+    case FreezeMode::kNone: break;
+  }
+  target = std::min(target, frozen_cap(options, num_blocks));
+  next.frozen = std::max(previous.frozen, target);
+  return next;
+}
+
+std::vector<int> freeze_bound_schedule(double alpha, int num_blocks, int decisions) {
+  FreezeOptions options;
+  options.mode = FreezeMode::kSchedule;
+  options.alpha = alpha;
+  validate_freeze_options(options, num_blocks);
+  if (decisions < 0) {
+    throw ConfigError("freeze: number of decisions = " + std::to_string(decisions) + " is negative");
+  }
+  std::vector<int> schedule = {0};
+  FreezeState state;
+  for (int t = 0; t < decisions; ++t) {
+    state = next_freeze_state(options, num_blocks, state, {});
+    schedule.push_back(state.frozen);
+  }
+  return schedule;
+}
+
+FreezePolicy::FreezePolicy(FreezeOptions options, int num_blocks)
+    : options_(std::move(options)), num_blocks_(num_blocks) {
+  validate_freeze_options(options_, num_blocks_);
+}
+
+int FreezePolicy::decide(const std::vector<double>& block_grad_norms) {
+  state_ = next_freeze_state(options_, num_blocks_, state_, block_grad_norms);
+  return state_.frozen;
+}
+
+void FreezePolicy::restore(const FreezeState& state) {
+  validate_freeze_state(state, num_blocks_);
+  state_ = state;
+}
+
+GradientNormTracker::GradientNormTracker(int num_blocks) {
+  check_num_blocks(num_blocks);
+  squared_sums_.assign(num_blocks, 0.0);
+}
+
+void GradientNormTracker::add_step(const std::vector<double>& block_squared_norms) {
+  if (block_squared_norms.size() != squared_sums_.size()) {
+    throw ConfigError("freeze: gradient statistics for " + std::to_string(block_squared_norms.size())
+                      + " blocks, but the tracker has " + std::to_string(squared_sums_.size()));
+  }
+  for (size_t l = 0; l < block_squared_norms.size(); ++l) {
+    if (block_squared_norms[l] < 0.0) {
+      throw ConfigError("freeze: squared gradient norm of block " + std::to_string(l) + " = "
+                        + number(block_squared_norms[l]) + " is negative");
+    }
+  }
+  for (size_t l = 0; l < block_squared_norms.size(); ++l) squared_sums_[l] += block_squared_norms[l];
+  ++steps_;
+}
+
+std::vector<double> GradientNormTracker::norms() const { return rms_block_norms(squared_sums_, steps_); }
+
+void GradientNormTracker::reset() {
+  std::fill(squared_sums_.begin(), squared_sums_.end(), 0.0);
+  steps_ = 0;
+}
+
+std::vector<double> rms_block_norms(const std::vector<double>& squared_sums, int64_t steps) {
+  if (steps < 0) throw ConfigError("freeze: step count " + std::to_string(steps) + " is negative");
+  std::vector<double> norms(squared_sums.size(), std::nan(""));
+  if (steps == 0) return norms;
+  for (size_t l = 0; l < squared_sums.size(); ++l) {
+    if (squared_sums[l] < 0.0) {
+      throw ConfigError("freeze: summed squared gradient norm of block " + std::to_string(l) + " = "
+                        + number(squared_sums[l]) + " is negative");
+    }
+    norms[l] = std::sqrt(squared_sums[l] / static_cast<double>(steps));
+  }
+  return norms;
+}
+
+}  // namespace pipet
