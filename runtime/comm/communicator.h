@@ -86,6 +86,11 @@ class Communicator {
                                            const PointToPointOptions& options = {}) = 0;
   virtual std::unique_ptr<Work> barrier_async(const BarrierOptions& options = {}) = 0;
 
+  // Collective over this group: ranks passing the same `color` form one new
+  // group, ordered by `key` (ties by rank); a negative color opts out and gets
+  // nullptr. The new group has this group's default timeout.
+  virtual std::unique_ptr<Communicator> subgroup(int color, int key, const std::string& name) = 0;
+
   // Blocking forms: async + wait.
   void all_reduce(torch::Tensor& tensor, const AllReduceOptions& options = {});
   void broadcast(torch::Tensor& tensor, const BroadcastOptions& options = {});

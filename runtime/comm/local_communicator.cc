@@ -109,4 +109,12 @@ std::unique_ptr<Work> LocalCommunicator::barrier_async(const BarrierOptions&) {
   return std::make_unique<DoneWork>();
 }
 
+std::unique_ptr<Communicator> LocalCommunicator::subgroup(int color, int /*key*/,
+                                                         const std::string& name) {
+  if (color < 0) return nullptr;
+  auto group = std::make_unique<LocalCommunicator>(name);
+  group->set_default_timeout(default_timeout());
+  return group;
+}
+
 }  // namespace pipet

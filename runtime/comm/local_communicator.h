@@ -30,6 +30,7 @@ class LocalCommunicator final : public Communicator {
   std::unique_ptr<Work> recv_async(torch::Tensor& tensor, int src, int tag,
                                    const PointToPointOptions& options = {}) override;
   std::unique_ptr<Work> barrier_async(const BarrierOptions& options = {}) override;
+  std::unique_ptr<Communicator> subgroup(int color, int key, const std::string& name) override;
 
  private:
   class RecvWork;

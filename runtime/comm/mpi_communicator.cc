@@ -340,6 +340,12 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key, cons
   return adopt(child, name);
 }
 
+std::unique_ptr<Communicator> MpiCommunicator::subgroup(int color, int key, const std::string& name) {
+  std::unique_ptr<MpiCommunicator> group = split(color, key, name);
+  if (group) group->set_default_timeout(default_timeout());
+  return group;
+}
+
 std::unique_ptr<MpiCommunicator> MpiCommunicator::create_group(const std::vector<int>& ranks,
                                                                const std::string& name) {
   const std::string what = describe("create_group '" + name + "'");

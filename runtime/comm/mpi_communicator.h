@@ -37,6 +37,7 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> recv_async(torch::Tensor& tensor, int src, int tag,
                                    const PointToPointOptions& options = {}) override;
   std::unique_ptr<Work> barrier_async(const BarrierOptions& options = {}) override;
+  std::unique_ptr<Communicator> subgroup(int color, int key, const std::string& name) override;
 
   // Collective over this communicator: every rank must call it. Ranks with the
   // same `color` form one new communicator, ordered by `key` (ties by rank);
