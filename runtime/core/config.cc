@@ -156,6 +156,10 @@ std::vector<FieldSpec> build_schema() {
       field(PIPET_CONFIG_FIELD(model, num_labels),
             "Classes of the task head; 0 = the dataset's class count.")
           .at_least(0),
+      field(PIPET_CONFIG_FIELD(model, head),
+            "Task head: classification (pooled [CLS] or image classifier) or question-answering "
+            "(BertForQuestionAnswering span head; required by and only for data.dataset squad).")
+          .one_of({"classification", "question-answering"}),
       field(PIPET_CONFIG_FIELD(model, init_from),
             "Pretrained weights (safetensors with Hugging Face names); empty = random init."),
 
@@ -274,7 +278,7 @@ std::vector<FieldSpec> build_schema() {
             "Stop after N evaluations without improvement; 0 = off.")
           .at_least(0),
       field(PIPET_CONFIG_FIELD(eval, early_stop_metric), "Metric that early stopping watches.")
-          .one_of({"eval_accuracy", "eval_loss"}),
+          .one_of({"eval_accuracy", "eval_loss", "eval_exact_match", "eval_f1"}),
       field(PIPET_CONFIG_FIELD(eval, early_stop_min_delta),
             "Smallest change of the metric that counts as an improvement.")
           .at_least(0),
@@ -1051,6 +1055,13 @@ void validate_config(const TrainConfig& c) {
   if ((d.dataset == "glue" || d.dataset == "squad") && d.vocab_file.empty()) {
     throw ConfigError("data.dataset " + quoted(d.dataset) +
                       " needs data.vocab_file: the WordPiece vocab.txt of the model");
+  }
+  if ((d.dataset == "squad") != (m.head == "question-answering")) {
+    throw ConfigError(d.dataset == "squad"
+                          ? "data.dataset 'squad' predicts answer spans: set model.head to "
+                            "'question-answering' (BertForQuestionAnswering)"
+                          : "model.head 'question-answering' predicts answer spans and needs "
+                            "data.dataset 'squad', but data.dataset is " + quoted(d.dataset));
   }
   if (d.dataset == "squad" && d.max_query_len + 3 >= d.seq_len) {
     throw ConfigError("data.max_query_len " + std::to_string(d.max_query_len) +

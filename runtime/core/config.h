@@ -34,6 +34,8 @@ struct ModelConfig {
   std::optional<double> initializer_range;
   // Classes of the task head; 0 means "from the dataset".
   int64_t num_labels = 0;
+  // classification | question-answering (BertForQuestionAnswering, for squad)
+  std::string head = "classification";
   // Pretrained weights (safetensors, Hugging Face names); empty = random init.
   std::string init_from;
 };
@@ -95,7 +97,7 @@ struct EvalConfig {
   int64_t every_epochs = 1;        // 0 = off
   int64_t batch_size = 0;          // 0 = train.batch_size
   int64_t early_stop_patience = 0; // evaluations without improvement; 0 = off
-  std::string early_stop_metric = "eval_accuracy";  // eval_accuracy | eval_loss
+  std::string early_stop_metric = "eval_accuracy";  // eval_accuracy | eval_loss | eval_exact_match | eval_f1
   double early_stop_min_delta = 0.0;
 };
 

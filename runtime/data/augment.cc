@@ -117,4 +117,154 @@ torch::Tensor assemble_images(const ImageTransform& t, const std::vector<int64_t
   return resize_images(out, t.output_size);
 }
 
+// ---- Crops of decoded images of any size ----
+
+CropBox draw_resized_crop(uint64_t seed, int64_t epoch, int64_t index, int64_t width,
+                          int64_t height, double scale_min, bool hflip) {
+  PIPET_CHECK(width >= 1 && height >= 1, "crop of an empty image");
+  PIPET_CHECK(scale_min > 0 && scale_min <= 1, "crop scale " + std::to_string(scale_min));
+  Rng rng(sample_key(seed, StreamTag::kAugment, epoch, index));
+  CropBox box;
+  box.clamp_to_box = true;
+  box.flip = rng.chance(1, 2) && hflip;
+  const double area = static_cast<double>(width) * static_cast<double>(height);
+  const double log_ratio_min = std::log(3.0 / 4.0);
+  const double log_ratio_max = std::log(4.0 / 3.0);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * (scale_min + (1.0 - scale_min) * rng.uniform_double());
+    const double ratio =
+        std::exp(log_ratio_min + (log_ratio_max - log_ratio_min) * rng.uniform_double());
+    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * ratio)));
+    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / ratio)));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      box.y = static_cast<double>(rng.uniform_int(0, height - h));
+      box.x = static_cast<double>(rng.uniform_int(0, width - w));
+      box.width = static_cast<double>(w);
+      box.height = static_cast<double>(h);
+      return box;
+    }
+  }
+  // Fallback: the largest centred box whose aspect ratio is within range.
+  const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
+  int64_t w = width;
+  int64_t h = height;
+  if (in_ratio < 3.0 / 4.0) {
+    h = static_cast<int64_t>(std::nearbyint(static_cast<double>(w) / (3.0 / 4.0)));
+  } else if (in_ratio > 4.0 / 3.0) {
+    w = static_cast<int64_t>(std::nearbyint(static_cast<double>(h) * (4.0 / 3.0)));
+  }
+  box.y = static_cast<double>((height - h) / 2);
+  box.x = static_cast<double>((width - w) / 2);
+  box.width = static_cast<double>(w);
+  box.height = static_cast<double>(h);
+  return box;
+}
+
+CropBox center_crop_box(int64_t width, int64_t height, int64_t size, double crop_fraction) {
+  PIPET_CHECK(width >= 1 && height >= 1 && size >= 1, "centre crop geometry");
+  PIPET_CHECK(crop_fraction > 0 && crop_fraction <= 1, "crop fraction");
+  // Resize: the shorter side becomes `resize`, the longer keeps the aspect
+  // ratio, truncated (torchvision's int(resize * long / short)).
+  const auto resize = static_cast<int64_t>(std::floor(static_cast<double>(size) / crop_fraction + 1e-9));
+  int64_t resized_w = resize;
+  int64_t resized_h = resize;
+  if (width < height) {
+    resized_h = resize * height / width;
+  } else if (height < width) {
+    resized_w = resize * width / height;
+  }
+  // CenterCrop: round((resized - size) / 2), half to even as Python's round.
+  auto centre_offset = [size](int64_t resized) {
+    return std::nearbyint(static_cast<double>(resized - size) / 2.0);
+  };
+  const double scale_x = static_cast<double>(width) / static_cast<double>(resized_w);
+  const double scale_y = static_cast<double>(height) / static_cast<double>(resized_h);
+  CropBox box;
+  box.x = centre_offset(resized_w) * scale_x;
+  box.y = centre_offset(resized_h) * scale_y;
+  box.width = static_cast<double>(size) * scale_x;
+  box.height = static_cast<double>(size) * scale_y;
+  return box;
+}
+
+namespace {
+
+// One output coordinate's two source taps and the weight of the second.
+struct Tap {
+  int64_t first = 0;
+  int64_t second = 0;
+  float weight = 0;
+};
+
+// torch's area_pixel_compute_source_index (align_corners=false) on the span
+// [lo, hi] of source pixels that taps may read.
+std::vector<Tap> bilinear_taps(double origin, double extent, int64_t out_size, int64_t lo,
+                               int64_t hi) {
+  std::vector<Tap> taps(static_cast<size_t>(out_size));
+  const double scale = extent / static_cast<double>(out_size);
+  const int64_t last = hi - lo;
+  for (int64_t o = 0; o < out_size; ++o) {
+    double local = origin + (static_cast<double>(o) + 0.5) * scale - 0.5 - static_cast<double>(lo);
+    if (local < 0) local = 0;
+    const int64_t i0 = std::min(static_cast<int64_t>(local), last);
+    Tap& tap = taps[static_cast<size_t>(o)];
+    tap.first = lo + i0;
+    tap.second = lo + std::min(i0 + 1, last);
+    tap.weight = static_cast<float>(std::min(local - static_cast<double>(i0), 1.0));
+  }
+  return taps;
+}
+
+}  // namespace
+
+void resample_crop(const uint8_t* pixels, int64_t width, int64_t height, int64_t channels,
+                   const CropBox& box, int64_t out_size, const std::vector<double>& mean,
+                   const std::vector<double>& std, float* dst) {
+  PIPET_CHECK(width >= 1 && height >= 1 && out_size >= 1, "resample geometry");
+  PIPET_CHECK(channels >= 1 && channels <= 4, "resample channels");
+  PIPET_CHECK(static_cast<int64_t>(mean.size()) == channels &&
+                  static_cast<int64_t>(std.size()) == channels,
+              "mean/std need one value per channel");
+  PIPET_CHECK(box.width > 0 && box.height > 0, "empty crop box");
+  int64_t lo_x = 0, hi_x = width - 1, lo_y = 0, hi_y = height - 1;
+  if (box.clamp_to_box) {
+    lo_x = std::clamp<int64_t>(static_cast<int64_t>(std::floor(box.x)), 0, width - 1);
+    lo_y = std::clamp<int64_t>(static_cast<int64_t>(std::floor(box.y)), 0, height - 1);
+    hi_x = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(box.x + box.width)) - 1, lo_x, width - 1);
+    hi_y = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(box.y + box.height)) - 1, lo_y, height - 1);
+  }
+  const std::vector<Tap> xs = bilinear_taps(box.x, box.width, out_size, lo_x, hi_x);
+  const std::vector<Tap> ys = bilinear_taps(box.y, box.height, out_size, lo_y, hi_y);
+  // (v/255 - mean) / std as one multiply-add.
+  float gain[4];
+  float bias[4];
+  for (int64_t c = 0; c < channels; ++c) {
+    gain[c] = static_cast<float>(1.0 / (255.0 * std[static_cast<size_t>(c)]));
+    bias[c] = static_cast<float>(-mean[static_cast<size_t>(c)] / std[static_cast<size_t>(c)]);
+  }
+  const int64_t plane = out_size * out_size;
+  const int64_t stride = width * channels;
+  for (int64_t oy = 0; oy < out_size; ++oy) {
+    const Tap& ty = ys[static_cast<size_t>(oy)];
+    const uint8_t* row0 = pixels + ty.first * stride;
+    const uint8_t* row1 = pixels + ty.second * stride;
+    const float wy = ty.weight;
+    for (int64_t ox = 0; ox < out_size; ++ox) {
+      const Tap& tx = xs[static_cast<size_t>(ox)];
+      const int64_t column = box.flip ? out_size - 1 - ox : ox;
+      const uint8_t* p00 = row0 + tx.first * channels;
+      const uint8_t* p01 = row0 + tx.second * channels;
+      const uint8_t* p10 = row1 + tx.first * channels;
+      const uint8_t* p11 = row1 + tx.second * channels;
+      const float wx = tx.weight;
+      for (int64_t c = 0; c < channels; ++c) {
+        const float top = static_cast<float>(p00[c]) + wx * (static_cast<float>(p01[c]) - p00[c]);
+        const float bottom = static_cast<float>(p10[c]) + wx * (static_cast<float>(p11[c]) - p10[c]);
+        const float value = top + wy * (bottom - top);
+        dst[c * plane + oy * out_size + column] = value * gain[c] + bias[c];
+      }
+    }
+  }
+}
+
 }  // namespace pipet

@@ -76,4 +76,46 @@ torch::Tensor assemble_images(const ImageTransform& transform,
                               const std::vector<int64_t>& indices, int64_t epoch,
                               const PixelSource& source);
 
+// ---- Crops of decoded images of any size (the image-folder dataset) ----
+//
+// The ImageNet recipe: training takes a random-resized crop plus a flip,
+// evaluation a resize of the shorter side then a centre crop. Both are
+// expressed as a box in the source image that is resampled straight to the
+// model's size, so no intermediate resized image is ever materialised.
+
+// A region of a source image in pixel units (fractional for evaluation).
+struct CropBox {
+  double x = 0;
+  double y = 0;
+  double width = 0;
+  double height = 0;
+  bool flip = false;  // mirror the output horizontally
+  // Bilinear taps that fall outside the box read its edge pixels (crop, then
+  // resize: torchvision's RandomResizedCrop) instead of the image's
+  // neighbouring pixels (resize, then crop: Resize + CenterCrop).
+  bool clamp_to_box = false;
+};
+
+// torchvision's RandomResizedCrop(scale=(scale_min, 1), ratio=(3/4, 4/3))
+// box for a width x height image (ten attempts, then the centre-crop
+// fallback), and RandomHorizontalFlip when `hflip`. Drawn from the stream
+// (seed, epoch, index) alone; the flip is the stream's first draw, so it does
+// not depend on how many crop attempts were needed.
+CropBox draw_resized_crop(uint64_t seed, int64_t epoch, int64_t index, int64_t width,
+                          int64_t height, double scale_min, bool hflip);
+
+// Resize(floor(size / crop_fraction)) + CenterCrop(size) (torchvision's
+// integer rounding) as the box of the original width x height image it shows.
+CropBox center_crop_box(int64_t width, int64_t height, int64_t size, double crop_fraction);
+
+// Samples `box` of a packed uint8 image (height x width x channels) into
+// float [channels, out_size, out_size] at `dst`, normalised per channel as
+// (value/255 - mean[c]) / std[c]. Bilinear with half-pixel centres, exactly
+// torch's interpolate(mode=bilinear, align_corners=false, antialias=false)
+// on the box: no antialiasing filter, so shrinking a box by more than 2x
+// aliases (the JPEG decoder's DCT scaling does the bulk of large reductions).
+void resample_crop(const uint8_t* pixels, int64_t width, int64_t height, int64_t channels,
+                   const CropBox& box, int64_t out_size, const std::vector<double>& mean,
+                   const std::vector<double>& std, float* dst);
+
 }  // namespace pipet

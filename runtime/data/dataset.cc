@@ -4,6 +4,9 @@
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/data/cifar.h"
+#include "runtime/data/glue.h"
+#include "runtime/data/image_folder.h"
+#include "runtime/data/squad.h"
 #include "runtime/data/synthetic.h"
 
 #include <spdlog/spdlog.h>
@@ -15,8 +18,8 @@ namespace pipet {
 
 namespace {
 
-constexpr std::array<const char*, 4> kDatasets = {"synthetic-image", "synthetic-text", "cifar10",
-                                                  "cifar100"};
+constexpr std::array<const char*, 7> kDatasets = {"synthetic-image", "synthetic-text", "cifar10",
+                                                  "cifar100", "image-folder", "glue", "squad"};
 
 // torchvision's customary CIFAR statistics.
 const std::vector<double> kCifarMean = {0.4914, 0.4822, 0.4465};
@@ -143,8 +146,9 @@ void check_synthetic_sizes(const DataConfig& config) {
 }  // namespace
 
 Modality dataset_modality(const std::string& dataset) {
-  if (dataset == "synthetic-text") return Modality::kText;
-  if (dataset == "synthetic-image" || dataset == "cifar10" || dataset == "cifar100")
+  if (dataset == "synthetic-text" || dataset == "glue" || dataset == "squad") return Modality::kText;
+  if (dataset == "synthetic-image" || dataset == "cifar10" || dataset == "cifar100" ||
+      dataset == "image-folder")
     return Modality::kImage;
   throw ConfigError("unknown data.dataset '" + dataset + "' (known: " + known_datasets() + ")");
 }
@@ -172,6 +176,12 @@ DatasetSplits make_datasets(const DataConfig& config, const DataShape& shape, ui
   } else if (config.dataset == "synthetic-text") {
     check_synthetic_sizes(config);
     splits = make_synthetic_text(config, shape, seed);
+  } else if (config.dataset == "glue") {
+    return load_glue(config, shape, seed);  // logs its own summary
+  } else if (config.dataset == "squad") {
+    return load_squad(config, shape, seed);  // logs its own summary
+  } else if (config.dataset == "image-folder") {
+    return load_image_folder(config, shape, seed);  // logs its own summary
   } else {
     CifarLayout layout;
     layout.variant = config.dataset == "cifar10" ? CifarVariant::kCifar10 : CifarVariant::kCifar100;

@@ -40,8 +40,9 @@ class Dataset {
   virtual int64_t label(int64_t index) const = 0;
   // Labels of `indices` as int64 [B], equal to get_batch(indices, e).labels
   // but without decoding inputs: what a pipeline's last stage needs. Throws
-  // DataError for an index outside the dataset.
-  torch::Tensor labels(const std::vector<int64_t>& indices) const;
+  // DataError for an index outside the dataset. Span datasets (squad)
+  // override it: their labels are [B,2].
+  virtual torch::Tensor labels(const std::vector<int64_t>& indices) const;
 };
 
 struct DatasetSplits {

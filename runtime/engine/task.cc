@@ -3,6 +3,8 @@
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/strings.h"
+#include "runtime/data/squad.h"
+#include "runtime/engine/squad_task.h"
 
 namespace pipet {
 
@@ -72,10 +74,15 @@ std::unique_ptr<EvalAccumulator> ClassificationTask::make_evaluator() const {
 }
 
 std::unique_ptr<Task> make_task(const TrainConfig& config,
-                                std::shared_ptr<const Dataset> /*eval_data*/) {
+                                std::shared_ptr<const Dataset> eval_data) {
   // Every dataset but squad is classification.
-  if (config.data.dataset == "squad")
-    throw ConfigError("data.dataset 'squad' needs the span-prediction task, which this build lacks");
+  if (config.data.dataset == "squad") {
+    auto squad = std::dynamic_pointer_cast<const SquadDataset>(eval_data);
+    if (eval_data && !squad)
+      throw ConfigError("data.dataset 'squad': the evaluation set is '" + eval_data->name() +
+                        "', not SQuAD windows");
+    return std::make_unique<SquadTask>(std::move(squad), config.data.max_answer_len);
+  }
   return std::make_unique<ClassificationTask>();
 }
 

@@ -1,5 +1,5 @@
-// BERT as Hugging Face's BertForSequenceClassification (post-norm encoder),
-// split into sub-layers whose parameter names are the HF ones under hf_prefix().
+// BERT as Hugging Face's BertForSequenceClassification or
+// BertForQuestionAnswering (post-norm encoder), split into sub-layers whose parameter names are the HF ones under hf_prefix().
 #include "runtime/core/errors.h"
 #include "runtime/model/builders.h"
 #include "runtime/model/layers.h"
@@ -231,9 +231,38 @@ class BertHead final : public SubLayer {
   std::shared_ptr<LinearParams> classifier_;
 };
 
+// BertForQuestionAnswering's qa_outputs: start and end logits for every
+// token, [B,S,2], no pooler and no dropout. Padding positions get -10000 (the
+// additive mask value of BERT's attention), so neither the loss nor span
+// selection can choose them; the weights are exactly Hugging Face's.
+class BertSpanHead final : public SubLayer {
+ public:
+  explicit BertSpanHead(const ModelSpec& spec)
+      : SubLayer(SubLayerKind::kHead, "", -1), hidden_size_(spec.hidden_size) {
+    qa_outputs_ = register_module("qa_outputs",
+                                  std::make_shared<LinearParams>(spec.hidden_size, spec.num_labels));
+    qa_outputs_->init_normal(spec.initializer_range, /*truncated=*/false);
+  }
+
+  Activations forward(const Activations& in) override {
+    check_hidden_states(in.hidden, hidden_size_, display_name());
+    const auto& mask = require_mask(in, display_name());
+    auto logits = qa_outputs_->forward(in.hidden);
+    logits = logits.masked_fill(mask.eq(0).unsqueeze(-1), kPaddingLogit);
+    return Activations{std::move(logits), {}, {}};
+  }
+
+ private:
+  static constexpr double kPaddingLogit = -10000.0;
+  int64_t hidden_size_;
+  std::shared_ptr<LinearParams> qa_outputs_;
+};
+
 }  // namespace
 
 std::vector<std::shared_ptr<SubLayer>> build_bert_sublayers(const ModelSpec& spec) {
+  if (spec.head == ModelHead::kQuestionAnswering)
+    return build_sublayer_sequence<BertEmbedding, BertAttention, BertMlp, BertSpanHead>(spec);
   return build_sublayer_sequence<BertEmbedding, BertAttention, BertMlp, BertHead>(spec);
 }
 

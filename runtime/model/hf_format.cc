@@ -153,8 +153,10 @@ std::string matching_preset(const ModelSpec& spec) {
 json hf_config_json(const ModelSpec& spec) {
   const bool vit = spec.family == ModelFamily::kVit;
   json config;
-  config["architectures"] =
-      json::array({vit ? "ViTForImageClassification" : "BertForSequenceClassification"});
+  const bool span = spec.head == ModelHead::kQuestionAnswering;
+  config["architectures"] = json::array({vit    ? "ViTForImageClassification"
+                                         : span ? "BertForQuestionAnswering"
+                                                : "BertForSequenceClassification"});
   config["model_type"] = vit ? "vit" : "bert";
   config["hidden_size"] = spec.hidden_size;
   config["num_hidden_layers"] = spec.num_layers;
@@ -180,7 +182,7 @@ json hf_config_json(const ModelSpec& spec) {
     config["classifier_dropout"] = nullptr;  // HF: falls back to hidden_dropout_prob
   }
   // Without it HF treats num_labels == 1 as regression.
-  config["problem_type"] = "single_label_classification";
+  if (!span) config["problem_type"] = "single_label_classification";
   json id2label = json::object();
   json label2id = json::object();
   for (int64_t i = 0; i < spec.num_labels; ++i) {
@@ -250,6 +252,10 @@ ModelSpec spec_from_hf_config(const json& config, const std::string& source) {
                        "'" + problem + "' is not supported; expected \"single_label_classification\"");
   }
   read_labels(reader, spec);
+  const auto& architectures = reader.raw().value("architectures", json());
+  if (architectures.is_array() && !architectures.empty() &&
+      architectures[0] == "BertForQuestionAnswering")
+    spec.head = ModelHead::kQuestionAnswering;
   model_detail::validate_model_spec(
       spec, [&](const std::string&, const std::string& field, const std::string& problem_text) {
         reader.unsupported(field.c_str(), problem_text);

@@ -18,7 +18,10 @@ bool is_known_hf_buffer(const std::string& name) {
   return name == "bert.embeddings.position_ids" || name == "bert.embeddings.token_type_ids";
 }
 
-bool is_classifier(const std::string& name) { return starts_with(name, "classifier."); }
+// Task-head tensors, which --init-from may re-initialise.
+bool is_classifier(const std::string& name) {
+  return starts_with(name, "classifier.") || starts_with(name, "qa_outputs.");
+}
 
 }  // namespace
 

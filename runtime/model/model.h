@@ -19,6 +19,11 @@ struct ModelConfig;
 
 enum class ModelFamily { kVit, kBert };
 
+// What the last sub-layer computes: class logits [B,num_labels] from the
+// pooled first token (*ForSequenceClassification / ViTForImageClassification),
+// or start/end logits [B,S,2] for every token (BertForQuestionAnswering).
+enum class ModelHead { kClassification, kQuestionAnswering };
+
 struct ModelSpec {
   ModelFamily family = ModelFamily::kVit;
   std::string preset;
@@ -38,6 +43,7 @@ struct ModelSpec {
   double initializer_range = 0.02;
   int64_t num_labels = 0;
   std::vector<std::string> id2label;  // optional class names, size num_labels
+  ModelHead head = ModelHead::kClassification;
 };
 
 // Preset + explicit overrides; `dataset_num_labels` fills num_labels when the

@@ -131,6 +131,15 @@ void validate_model_spec(const ModelSpec& spec, const SpecFailure& fail) {
          "the classifier needs at least 1 class, got " + std::to_string(spec.num_labels) +
              " (set model.num_labels or use a dataset that defines its classes)");
   }
+  if (spec.head == ModelHead::kQuestionAnswering) {
+    if (spec.family != ModelFamily::kBert)
+      fail("model.head", "architectures",
+           "question-answering is a BERT head (BertForQuestionAnswering); ViT models classify");
+    if (spec.num_labels != 2)
+      fail("model.num_labels", "num_labels",
+           "the question-answering head scores start and end: it needs 2, got " +
+               std::to_string(spec.num_labels));
+  }
   if (!spec.id2label.empty() && static_cast<int64_t>(spec.id2label.size()) != spec.num_labels) {
     fail("model.num_labels", "id2label",
          std::to_string(spec.id2label.size()) + " class names for " +
@@ -189,6 +198,14 @@ ModelSpec resolve_model_spec(const ModelConfig& config, int64_t dataset_num_labe
                       std::to_string(config.num_labels));
   }
   spec.num_labels = config.num_labels > 0 ? config.num_labels : dataset_num_labels;
+  if (config.head == "question-answering") {
+    spec.head = ModelHead::kQuestionAnswering;
+    // Start and end logits, whatever the dataset reports (HF: num_labels 2).
+    if (config.num_labels == 0) spec.num_labels = 2;
+  } else if (config.head != "classification") {
+    throw ConfigError("model.head: unknown head '" + config.head +
+                      "'; expected classification or question-answering");
+  }
   model_detail::validate_model_spec_or_throw(spec);
   return spec;
 }

@@ -58,7 +58,8 @@ std::map<std::string, torch::Tensor> add_base_prefix(std::map<std::string, torch
   if (!base_model) return tensors;
   std::map<std::string, torch::Tensor> out;
   for (auto& [name, tensor] : tensors) {
-    out.emplace(starts_with(name, "classifier.") ? name : prefix + name, std::move(tensor));
+    const bool head = starts_with(name, "classifier.") || starts_with(name, "qa_outputs.");
+    out.emplace(head ? name : prefix + name, std::move(tensor));
   }
   spdlog::info("[model] {} holds a base model: its names are read under '{}'", path, prefix);
   return out;
@@ -90,6 +91,21 @@ void keep_fresh_pooler(std::map<std::string, torch::Tensor>& tensors,
                        const TransformerModel& model, const std::string& path) {
   if (model.spec().family != ModelFamily::kBert) return;
   const std::string pooler = "bert.pooler.";
+  if (model.spec().head == ModelHead::kQuestionAnswering) {
+    // BertForQuestionAnswering has no pooler; transformers ignores it too.
+    size_t dropped = 0;
+    for (auto it = tensors.begin(); it != tensors.end();) {
+      if (starts_with(it->first, pooler)) {
+        it = tensors.erase(it);
+        ++dropped;
+      } else {
+        ++it;
+      }
+    }
+    if (dropped > 0)
+      spdlog::info("[model] {}: ignoring its pooler (the question-answering model has none)", path);
+    return;
+  }
   const bool has_pooler = std::any_of(tensors.begin(), tensors.end(), [&](const auto& item) {
     return starts_with(item.first, pooler);
   });

@@ -69,7 +69,7 @@ TEST(DatasetFactory, ModalityOfEachName) {
   EXPECT_EQ(dataset_modality("synthetic-text"), Modality::kText);
   EXPECT_EQ(config_error([] { dataset_modality("imagenet"); }),
             "unknown data.dataset 'imagenet' (known: synthetic-image, synthetic-text, cifar10, "
-            "cifar100)");
+            "cifar100, image-folder, glue, squad)");
   EXPECT_NE(config_error([] { make_datasets(config_for("cifar-10"), image_shape(), 1); })
                 .find("unknown data.dataset 'cifar-10'"),
             std::string::npos);
