@@ -5,11 +5,17 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "pipet/build_config.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/comm/mpi_communicator.h"
+#include "runtime/comm/mpi_runtime.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
@@ -41,6 +47,47 @@ void write_error_file(const std::string& path, const std::string& message) {
   ::close(fd);
 }
 
+// Logs a failure, writes the error file and returns the exit code. `where`
+// ("rank 3 on host algo-2: ") leads the message so the first line a user
+// sees says which process failed.
+int report_failure(std::exception_ptr failure, const std::string& error_file, const std::string& where) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Interrupted& e) {
+    spdlog::warn("{}", e.what());
+    write_error_file(error_file, where + "interrupted: " + e.what());
+    return static_cast<int>(e.exit_code());
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    write_error_file(error_file, where + e.what());
+    return static_cast<int>(e.exit_code());
+  } catch (const c10::Error& e) {
+    const std::string message = std::string("internal error (LibTorch): ") + e.what_without_backtrace();
+    spdlog::error("{}", message);
+    write_error_file(error_file, where + message);
+    return static_cast<int>(ExitCode::kInternal);
+  } catch (const std::exception& e) {
+    const std::string message = std::string("internal error: ") + e.what();
+    spdlog::error("{}", message);
+    write_error_file(error_file, where + message);
+    return static_cast<int>(ExitCode::kInternal);
+  }
+}
+
+// True when this process is one rank of an mpirun job.
+bool launched_by_mpirun() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+std::string host_name() {
+  if (const char* host = std::getenv("PIPET_HOST")) return host;  // set by the container launcher
+  char buffer[256] = {};
+  if (::gethostname(buffer, sizeof(buffer) - 1) != 0) return "unknown";
+  return buffer;
+}
+
 TrainConfig build_config(const std::string& config_file, const std::vector<std::string>& assignments) {
   TrainConfig config = config_file.empty() ? TrainConfig{} : load_config_file(config_file);
   for (const auto& assignment : assignments) apply_config_assignment(config, assignment, {"--set"});
@@ -66,10 +113,38 @@ int command_train(const Options& options) {
   if (!options.init_from.empty()) config.model.init_from = options.init_from;
   if (!options.resume.empty()) config.checkpoint.resume = options.resume;
   if (!options.output_dir.empty()) config.output.dir = options.output_dir;
-  init_logging(0, config.runtime.log_level);
+  // MPI only under mpirun: a plain run needs no MPI at all.
+  std::unique_ptr<MpiRuntime> mpi;
+  if (launched_by_mpirun()) mpi = std::make_unique<MpiRuntime>();
+  const int rank = mpi ? mpi->world_rank() : 0;
+  init_logging(rank, config.runtime.log_level);
   install_stop_signal_handlers();
-  Trainer trainer(config);
-  TrainResult result = trainer.run();
+  TrainResult result;
+  try {
+    std::unique_ptr<Communicator> world = make_communicator(mpi.get());
+    Trainer trainer(config, world.get());
+    result = trainer.run();
+  } catch (...) {
+    // A failure on one rank of many: report it here, then end every rank of
+    // the job (MPI_Abort) so none waits forever on this one. A stop request
+    // is agreed by all ranks, so they all leave cleanly instead.
+    if (mpi && mpi->world_size() > 1) {
+      std::exception_ptr failure = std::current_exception();
+      bool interrupted = false;
+      try {
+        std::rethrow_exception(failure);
+      } catch (const Interrupted&) {
+        interrupted = true;
+      } catch (...) {
+      }
+      if (!interrupted) {
+        const std::string where = "rank " + std::to_string(rank) + " of " +
+                                  std::to_string(mpi->world_size()) + " on host " + host_name() + ": ";
+        mpi->abort(report_failure(failure, options.error_file, where));
+      }
+    }
+    throw;
+  }
   if (result.interrupted) {
     throw Interrupted("stopped by signal " + std::to_string(stop_signal()) + " at step " +
                       std::to_string(result.steps) +
@@ -156,24 +231,8 @@ int run_cli(int argc, char** argv) {
       return 0;
     }
     return static_cast<int>(ExitCode::kConfig);
-  } catch (const Interrupted& e) {
-    spdlog::warn("{}", e.what());
-    write_error_file(options.error_file, std::string("interrupted: ") + e.what());
-    return static_cast<int>(e.exit_code());
-  } catch (const Error& e) {
-    spdlog::error("{}", e.what());
-    write_error_file(options.error_file, e.what());
-    return static_cast<int>(e.exit_code());
-  } catch (const c10::Error& e) {
-    const std::string message = std::string("internal error (LibTorch): ") + e.what_without_backtrace();
-    spdlog::error("{}", message);
-    write_error_file(options.error_file, message);
-    return static_cast<int>(ExitCode::kInternal);
-  } catch (const std::exception& e) {
-    const std::string message = std::string("internal error: ") + e.what();
-    spdlog::error("{}", message);
-    write_error_file(options.error_file, message);
-    return static_cast<int>(ExitCode::kInternal);
+  } catch (...) {
+    return report_failure(std::current_exception(), options.error_file, "");
   }
 }
 

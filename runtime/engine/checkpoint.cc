@@ -53,6 +53,67 @@ T required(const nlohmann::json& json, const char* key, const std::string& sourc
 
 }  // namespace
 
+std::string rank_directory_name(int rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "rank-%05d", rank);
+  return buf;
+}
+
+std::string checkpoint_directory_name(int64_t step) { return step_dir_name(step); }
+
+int64_t checkpoint_step_of(const std::string& path) {
+  int64_t step = -1;
+  if (!parse_step_dir(fs::path(path).filename().string(), &step)) return -1;
+  return step;
+}
+
+namespace {
+std::string manifest_path(const std::string& dir, int64_t step) {
+  return dir + "/manifest-" + step_dir_name(step) + ".json";
+}
+}  // namespace
+
+bool checkpoint_manifest_exists(const std::string& dir, int64_t step) {
+  return path_exists(manifest_path(dir, step));
+}
+
+nlohmann::json read_checkpoint_manifest(const std::string& dir, int64_t step) {
+  const std::string path = manifest_path(dir, step);
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(path + ": not a valid checkpoint manifest: " + e.what());
+  }
+}
+
+void write_checkpoint_manifest(const std::string& dir, int64_t step, const nlohmann::json& manifest) {
+  write_file_atomic(manifest_path(dir, step), manifest.dump(2) + "\n");
+}
+
+void prune_checkpoint_manifests(const std::string& dir, const std::vector<std::string>& kept) {
+  std::vector<int64_t> kept_steps;
+  for (const std::string& path : kept) kept_steps.push_back(checkpoint_step_of(path));
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string prefix = "manifest-";
+    const std::string suffix = ".json";
+    if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    int64_t step = -1;
+    if (!parse_step_dir(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()), &step))
+      continue;
+    if (std::find(kept_steps.begin(), kept_steps.end(), step) == kept_steps.end()) {
+      std::error_code remove_error;
+      fs::remove(entry.path(), remove_error);
+      if (remove_error)
+        spdlog::warn("[checkpoint] cannot remove old manifest {}: {}", entry.path().string(),
+                     remove_error.message());
+    }
+  }
+}
+
 nlohmann::json trainer_state_to_json(const TrainerState& s) {
   return {{"step", s.step},
           {"epoch", s.epoch},

@@ -64,6 +64,21 @@ struct LoadedCheckpoint {
   std::map<std::string, torch::Tensor> rng;
 };
 
+// Multi-rank checkpoints: rank r's parts live in <dir>/rank-0000r/step-N/
+// (each an ordinary checkpoint of that rank's stage); the manifest
+// <dir>/manifest-step-N.json, written once every rank's part is in place,
+// ties them together and records the layout. A single rank uses <dir> itself.
+std::string rank_directory_name(int rank);
+std::string checkpoint_directory_name(int64_t step);
+// The step of a checkpoint directory path ("…/step-0000000200" -> 200), or -1.
+int64_t checkpoint_step_of(const std::string& path);
+bool checkpoint_manifest_exists(const std::string& dir, int64_t step);
+// Throws FormatError naming the file when it is unreadable or not JSON.
+nlohmann::json read_checkpoint_manifest(const std::string& dir, int64_t step);
+void write_checkpoint_manifest(const std::string& dir, int64_t step, const nlohmann::json& manifest);
+// Removes manifests whose step is not among `kept` (checkpoint directory paths).
+void prune_checkpoint_manifests(const std::string& dir, const std::vector<std::string>& kept);
+
 class Checkpointer {
  public:
   // Creates `dir` if needed (IoError naming checkpoint.dir if it cannot) and

@@ -1,5 +1,7 @@
 #include "runtime/engine/metrics.h"
 
+#include <cstdlib>
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,7 +36,11 @@ nlohmann::json to_json(const MetricValue& value) {
 }  // namespace
 
 MetricsLog::MetricsLog(const std::string& jsonl_path, bool print_to_stdout)
-    : print_(print_to_stdout), tty_(isatty(STDOUT_FILENO) == 1) {
+    // mpirun hands rank 0 a pseudo-terminal, but its output is a log that
+    // metric scrapers read: no carriage-return progress bars there.
+    : print_(print_to_stdout),
+      tty_(isatty(STDOUT_FILENO) == 1 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr &&
+           std::getenv("PMIX_RANK") == nullptr) {
   if (!jsonl_path.empty()) {
     file_ = std::fopen(jsonl_path.c_str(), "a");
     if (!file_) {

@@ -2,10 +2,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "autopipe/partition.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/comm/local_communicator.h"
+#include "runtime/comm/process_groups.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
 #include "runtime/core/logging.h"
@@ -18,6 +24,7 @@
 #include "runtime/engine/lr_schedule.h"
 #include "runtime/engine/metrics.h"
 #include "runtime/engine/optimizer.h"
+#include "runtime/engine/pipeline.h"
 #include "runtime/engine/stop_signal.h"
 #include "runtime/model/model.h"
 
@@ -81,10 +88,76 @@ void restore_rng(const std::map<std::string, torch::Tensor>& rng, const std::str
   }
 }
 
+
+// Rows [begin, begin + length) of every defined tensor of a batch's inputs.
+Activations slice_inputs(const Activations& in, int64_t begin, int64_t length) {
+  Activations out;
+  out.hidden = in.hidden.narrow(0, begin, length);
+  if (in.attention_mask.defined()) out.attention_mask = in.attention_mask.narrow(0, begin, length);
+  if (in.token_type_ids.defined()) out.token_type_ids = in.token_type_ids.narrow(0, begin, length);
+  return out;
+}
+
+std::chrono::milliseconds comm_timeout(const TrainConfig& config) {
+  return std::chrono::milliseconds(static_cast<int64_t>(config.parallel.comm_timeout_s * 1000.0));
+}
+
+// A string from `root` to every rank of `group` (length first, then bytes).
+std::string broadcast_string(Communicator& group, const std::string& text, int root) {
+  torch::Tensor length = torch::tensor({static_cast<int64_t>(text.size())}, torch::kInt64);
+  group.broadcast(length, {root});
+  torch::Tensor bytes = torch::empty({length.item<int64_t>()}, torch::kUInt8);
+  if (group.rank() == root && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  group.broadcast(bytes, {root});
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), bytes.numel());
+}
+
+// Every rank's 1-D tensor (lengths may differ), in rank order.
+std::vector<torch::Tensor> all_gather_variable(Communicator& group, const torch::Tensor& local) {
+  torch::Tensor length = torch::tensor({local.numel()}, torch::kInt64);
+  const torch::Tensor lengths = group.all_gather(length).reshape({-1});
+  const int64_t longest = lengths.max().item<int64_t>();
+  torch::Tensor padded = torch::zeros({longest}, local.options());
+  padded.narrow(0, 0, local.numel()).copy_(local);
+  const torch::Tensor gathered = group.all_gather(padded);
+  std::vector<torch::Tensor> out;
+  for (int64_t r = 0; r < group.size(); ++r)
+    out.push_back(gathered[r].narrow(0, 0, lengths[r].item<int64_t>()));
+  return out;
+}
+
+// The first rank of this host (Open MPI's local rank), which writes the
+// host's copy of shared files such as checkpoint manifests.
+bool local_rank_leader(int world_rank) {
+  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) return std::string(local) == "0";
+  return world_rank == 0;
+}
+
+std::string layout_text(int stages, int replicas) {
+  return std::to_string(stages) + " stage" + (stages == 1 ? "" : "s") + " x " +
+         std::to_string(replicas) + " replica" + (replicas == 1 ? "" : "s");
+}
+
 }  // namespace
 
-Trainer::Trainer(const TrainConfig& config) : config_(config), state_(std::make_unique<TrainerState>()) {
+Trainer::Trainer(const TrainConfig& config, Communicator* world)
+    : config_(config), world_(world), state_(std::make_unique<TrainerState>()) {
   validate_config(config_);
+  if (!world_) {
+    own_world_ = std::make_unique<LocalCommunicator>("world");
+    world_ = own_world_.get();
+  }
+  world_->set_default_timeout(comm_timeout(config_));
+  groups_ = std::make_unique<ProcessGroups>(*world_, static_cast<int>(config_.parallel.pipeline_stages));
+  const int64_t replicas = groups_->replicas();
+  micro_batch_count_ = config_.parallel.micro_batches;
+  if (config_.train.batch_size % (replicas * micro_batch_count_) != 0) {
+    throw ConfigError("train.batch_size " + std::to_string(config_.train.batch_size) +
+                      " must split evenly into " + std::to_string(replicas) +
+                      " data-parallel pipelines x parallel.micro_batches " +
+                      std::to_string(micro_batch_count_) + " micro-batches; use a multiple of " +
+                      std::to_string(replicas * micro_batch_count_));
+  }
   const int threads = configure_threads(config_.runtime.threads);
   if (config_.runtime.device != "cpu") {
     throw ConfigError("runtime.device: '" + config_.runtime.device +
@@ -125,8 +198,32 @@ Trainer::Trainer(const TrainConfig& config) : config_(config), state_(std::make_
   model_ = std::make_shared<TransformerModel>(spec);
   if (!config_.model.init_from.empty()) init_from_pretrained(*model_, config_.model.init_from);
 
+  // Balanced split of the sub-layers over the stages by parameter count.
+  const int stages = groups_->stages();
+  if (static_cast<size_t>(stages) > model_->num_sublayers()) {
+    throw ConfigError("parallel.pipeline_stages " + std::to_string(stages) + " exceeds the " +
+                      std::to_string(model_->num_sublayers()) + " sub-layers of model " + spec.preset);
+  }
+  std::vector<double> costs;
+  for (const auto& sublayer : model_->sublayers())
+    costs.push_back(static_cast<double>(sublayer->parameter_count()));
+  const std::vector<Stage> plan = partition_optimal(costs, stages);
+  for (const Stage& stage : plan)
+    stage_ranges_.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
+  std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
+  if (is_rank0()) {
+    spdlog::info("[pipeline] {} over {} ranks, {} schedule, {} micro-batches; stages by parameters: {}",
+                 layout_text(stages, groups_->replicas()), world_->size(), config_.parallel.schedule,
+                 micro_batch_count_, describe(plan));
+  }
+  executor_ = std::make_unique<StageExecutor>(*model_, stage_begin_, stage_end_, groups_->pipeline(),
+                                              *task_, comm_timeout(config_));
+  buckets_ = std::make_unique<GradientBuckets>(
+      model_->sublayers(), stage_begin_, stage_end_, groups_->stage_dp(),
+      static_cast<int64_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0));
+
   NamedTensors trainable;
-  for (auto& [name, tensor] : model_->hf_parameters()) {
+  for (auto& [name, tensor] : stage_parameters()) {
     if (tensor.requires_grad()) trainable.emplace_back(name, tensor);
   }
   optimizer_ = make_optimizer(config_.train, std::move(trainable));
@@ -138,11 +235,20 @@ Trainer::Trainer(const TrainConfig& config) : config_(config), state_(std::make_
   if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
   schedule_ = std::make_unique<LrSchedule>(config_.train, total_steps_);
 
-  ensure_writable_directory(config_.output.dir, "output.dir");
-  metrics_ = std::make_unique<MetricsLog>(resolve_in(config_.output.dir, config_.output.metrics_file),
-                                          /*print_to_stdout=*/true);
+  // Rank 0 speaks for the job: metrics, summary and the exported model.
+  if (is_rank0()) {
+    ensure_writable_directory(config_.output.dir, "output.dir");
+    metrics_ = std::make_unique<MetricsLog>(resolve_in(config_.output.dir, config_.output.metrics_file),
+                                            /*print_to_stdout=*/true);
+  } else {
+    metrics_ = std::make_unique<MetricsLog>("", /*print_to_stdout=*/false);
+  }
   if (!config_.checkpoint.dir.empty()) {
-    checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint.dir, config_.checkpoint.keep);
+    // One directory per rank (a single rank uses checkpoint.dir itself), so
+    // hosts without a shared filesystem each hold their own ranks' parts.
+    std::string rank_dir = config_.checkpoint.dir;
+    if (world_->size() > 1) rank_dir += "/" + rank_directory_name(world_->rank());
+    checkpointer_ = std::make_unique<Checkpointer>(rank_dir, config_.checkpoint.keep);
   }
   if (config_.checkpoint.resume != "never") resume_from(config_.checkpoint.resume);
 
@@ -159,84 +265,304 @@ Trainer::~Trainer() = default;
 
 TransformerModel& Trainer::model() { return *model_; }
 const TrainerState& Trainer::state() const { return *state_; }
+std::pair<size_t, size_t> Trainer::stage_range() const { return {stage_begin_, stage_end_}; }
+bool Trainer::is_rank0() const { return world_->rank() == 0; }
+
+NamedTensors Trainer::stage_parameters() const {
+  NamedTensors out;
+  for (size_t j = stage_begin_; j < stage_end_; ++j)
+    for (auto& named : model_->sublayer(j).hf_parameters()) out.push_back(std::move(named));
+  return out;
+}
 
 void Trainer::resume_from(const std::string& path_or_auto) {
-  std::optional<LoadedCheckpoint> checkpoint;
-  if (path_or_auto == "auto") {
-    if (!checkpointer_) return;
-    checkpoint = checkpointer_->load_latest();
-    if (!checkpoint) return;
-  } else {
-    checkpoint = Checkpointer::load(path_or_auto);
+  // Which checkpoint: an explicit path (single rank) or the newest step that
+  // every rank holds complete, agreed over the world.
+  std::vector<std::string> candidates;
+  if (path_or_auto != "auto") {
+    if (world_->size() > 1)
+      throw ConfigError("checkpoint.resume: a path names one rank's checkpoint; a " +
+                        std::to_string(world_->size()) +
+                        "-rank job resumes with 'auto' from checkpoint.dir");
+    candidates.push_back(path_or_auto);
+  } else if (checkpointer_) {
+    std::vector<std::string> own = checkpointer_->list();
+    if (world_->size() > 1) {
+      // Newest first, at most 64 steps per rank, -1 padded.
+      constexpr int64_t kSlots = 64;
+      torch::Tensor steps = torch::full({kSlots}, -1, torch::kInt64);
+      int64_t slot = 0;
+      for (auto it = own.rbegin(); it != own.rend() && slot < kSlots; ++it) {
+        const int64_t step = checkpoint_step_of(*it);
+        if (step >= 0 && checkpoint_manifest_exists(config_.checkpoint.dir, step))
+          steps[slot++] = step;
+      }
+      const torch::Tensor all = world_->all_gather(steps);
+      std::vector<std::string> agreed;
+      for (int64_t i = 0; i < kSlots; ++i) {
+        const int64_t step = all[world_->rank()][i].item<int64_t>();
+        if (step < 0) break;
+        if (all.eq(step).any(1).all().item<bool>())
+          agreed.push_back(checkpointer_->dir() + "/" + checkpoint_directory_name(step));
+      }
+      candidates = agreed;
+    } else {
+      candidates.assign(own.rbegin(), own.rend());
+    }
   }
-  const std::string& path = checkpoint->path;
-  const std::string differences = architecture_differences(checkpoint->model_config, hf_config_json(model_->spec()));
-  if (!differences.empty()) {
-    throw ModelError("checkpoint '" + path + "' was written for a different model: " + differences);
+
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const std::string& path = candidates[i];
+    std::optional<LoadedCheckpoint> checkpoint;
+    std::string failure;
+    try {
+      checkpoint = Checkpointer::load(path);
+    } catch (const IoError& e) {
+      if (path_or_auto != "auto") throw;
+      failure = e.what();
+    }
+    // Every rank must resume from the same step: one failure moves all of
+    // them to the next older candidate.
+    torch::Tensor failed = torch::tensor({failure.empty() ? 0.0 : 1.0}, torch::kDouble);
+    world_->all_reduce(failed);
+    if (failed.item<double>() > 0) {
+      if (!failure.empty()) spdlog::warn("[checkpoint] skipping {}: {}", path, failure);
+      continue;
+    }
+    if (world_->size() > 1) {
+      const nlohmann::json manifest = read_checkpoint_manifest(config_.checkpoint.dir, checkpoint->state.step);
+      const int64_t stages = manifest.value("pipeline_stages", int64_t{-1});
+      const int64_t ranks = manifest.value("world_size", int64_t{-1});
+      if (stages != groups_->stages() || ranks != world_->size()) {
+        throw ConfigError("checkpoint.dir '" + config_.checkpoint.dir + "' holds step " +
+                          std::to_string(checkpoint->state.step) + " written by " +
+                          std::to_string(ranks) + " ranks as " +
+                          layout_text(static_cast<int>(stages), static_cast<int>(ranks / std::max<int64_t>(stages, 1))) +
+                          ", but this job is " + std::to_string(world_->size()) + " ranks as " +
+                          layout_text(groups_->stages(), groups_->replicas()) +
+                          "; resume with the same parallel.pipeline_stages and rank count");
+      }
+    }
+    const std::string differences =
+        architecture_differences(checkpoint->model_config, hf_config_json(model_->spec()));
+    if (!differences.empty()) {
+      throw ModelError("checkpoint '" + path + "' was written for a different model: " + differences);
+    }
+    if (checkpoint->optimizer_name != optimizer_->name()) {
+      throw ConfigError("train.optimizer: the checkpoint '" + path + "' holds " + checkpoint->optimizer_name +
+                        " state but the configuration asks for " + optimizer_->name());
+    }
+    // This rank's sub-layers: exactly the tensors the checkpoint part holds.
+    const std::string model_file = path + "/model.safetensors";
+    std::vector<std::string> missing;
+    size_t matched = 0;
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& [name, param] : stage_parameters()) {
+        auto it = checkpoint->model.find(name);
+        if (it == checkpoint->model.end()) {
+          missing.push_back(name);
+          continue;
+        }
+        if (!it->second.sizes().equals(param.sizes()))
+          throw ModelError(model_file + ": tensor '" + name + "' has shape " + shape_string(it->second.sizes()) +
+                           ", the model expects " + shape_string(param.sizes()));
+        param.copy_(it->second);
+        ++matched;
+      }
+    }
+    if (!missing.empty() || matched != checkpoint->model.size()) {
+      throw ModelError(model_file + " does not hold exactly the sub-layers of stage " +
+                       std::to_string(groups_->stage()) + " (" + std::to_string(missing.size()) +
+                       " missing, e.g. '" + (missing.empty() ? std::string("-") : missing.front()) + "'; " +
+                       std::to_string(checkpoint->model.size() - matched) +
+                       " unexpected); was it written with another layout?");
+    }
+    optimizer_->load_state(checkpoint->optimizer, path + "/optimizer.safetensors");
+    restore_rng(checkpoint->rng, path + "/rng.safetensors");
+    *state_ = checkpoint->state;
+    if (is_rank0())
+      spdlog::info("[checkpoint] resumed from {} at step {}, epoch {} (+{} samples)", path, state_->step,
+                   state_->epoch, state_->sampler_position);
+    return;
   }
-  if (checkpoint->optimizer_name != optimizer_->name()) {
-    throw ConfigError("train.optimizer: the checkpoint '" + path + "' holds " + checkpoint->optimizer_name +
-                      " state but the configuration asks for " + optimizer_->name());
-  }
-  model_->load_hf_parameters(checkpoint->model, path + "/model.safetensors", /*allow_head_reinit=*/false);
-  optimizer_->load_state(checkpoint->optimizer, path + "/optimizer.safetensors");
-  restore_rng(checkpoint->rng, path + "/rng.safetensors");
-  *state_ = checkpoint->state;
-  spdlog::info("[checkpoint] resumed from {} at step {}, epoch {} (+{} samples)", path, state_->step,
-               state_->epoch, state_->sampler_position);
+  if (!candidates.empty())
+    throw IoError("checkpoint.dir '" + config_.checkpoint.dir + "': none of the " +
+                  std::to_string(candidates.size()) + " checkpoints could be loaded (see the warnings above)");
 }
 
 std::string Trainer::save_checkpoint() {
   if (!checkpointer_) return "";
   CheckpointData data;
   data.state = *state_;
+  data.state.pipeline_stages = groups_->stages();
+  data.state.micro_batches = micro_batch_count_;
   data.model_config = hf_config_json(model_->spec());
   data.train_config = config_to_json(config_);
   data.optimizer_name = optimizer_->name();
-  data.model = model_->hf_parameters();
+  data.model = stage_parameters();
   data.optimizer = optimizer_->state();
   data.rng = rng_state();
   const std::string path = checkpointer_->save(data);
-  spdlog::info("[checkpoint] saved {}", path);
+  if (world_->size() > 1) {
+    // The manifest ties the parts together: written once every rank's part is
+    // in place, by the first rank of each host (no shared filesystem needed).
+    world_->barrier();
+    if (local_rank_leader(world_->rank())) {
+      nlohmann::json manifest = {{"step", state_->step},
+                                 {"world_size", world_->size()},
+                                 {"pipeline_stages", groups_->stages()},
+                                 {"replicas", groups_->replicas()},
+                                 {"micro_batches", micro_batch_count_}};
+      write_checkpoint_manifest(config_.checkpoint.dir, state_->step, manifest);
+    }
+    world_->barrier();
+    if (local_rank_leader(world_->rank())) prune_checkpoint_manifests(config_.checkpoint.dir, checkpointer_->list());
+  }
+  if (is_rank0()) spdlog::info("[checkpoint] saved {}", path);
   return path;
 }
 
-double Trainer::train_step(const Batch& batch) {
+std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::vector<int64_t>& indices,
+                                               int64_t epoch, int64_t count, int64_t global_rows) const {
+  const int64_t rows = static_cast<int64_t>(indices.size());
+  count = std::max<int64_t>(1, std::min(count, rows));
+  std::vector<MicroBatch> out(static_cast<size_t>(count));
+  Activations inputs;
+  if (executor_->first()) inputs = model_inputs(data.get_batch(indices, epoch));
+  torch::Tensor labels;
+  if (executor_->last()) labels = data.labels(indices);
+  int64_t begin = 0;
+  for (int64_t m = 0; m < count; ++m) {
+    // Rows spread as evenly as possible: the first rows % count get one more.
+    const int64_t length = rows / count + (m < rows % count ? 1 : 0);
+    if (inputs.hidden.defined()) out[m].input = slice_inputs(inputs, begin, length);
+    if (labels.defined()) out[m].labels = labels.narrow(0, begin, length);
+    out[m].loss_weight = static_cast<double>(length) / static_cast<double>(global_rows);
+    begin += length;
+  }
+  return out;
+}
+
+Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indices, bool stop_wanted) {
   model_->train();
   optimizer_->zero_grad();
-  torch::Tensor logits = model_->forward(model_inputs(batch));
-  torch::Tensor loss = task_->loss(logits, batch.labels);
-  const double loss_value = loss.item<double>();
-  if (!std::isfinite(loss_value)) {
-    throw TrainingDiverged("training diverged at step " + std::to_string(state_->step + 1) +
-                           ": the loss is " + std::to_string(loss_value) + " (try a lower train.lr)");
+  // This pipeline's share of the global batch.
+  const int64_t global_rows = static_cast<int64_t>(global_indices.size());
+  const int64_t share = global_rows / groups_->replicas();
+  const auto first = global_indices.begin() + groups_->replica() * share;
+  const std::vector<int64_t> indices(first, first + share);
+
+  std::vector<MicroBatch> micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows);
+  const double loss_sum = executor_->train(micro, parse_pipeline_schedule(config_.parallel.schedule), buckets_.get());
+  pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
+  pipeline_wait_seconds_ += executor_->last_wait_seconds();
+  buckets_->finish(comm_timeout(config_));
+
+  // One world all-reduce: the loss of every pipeline, the squared gradient
+  // norm of every stage (counted once, from replica 0) and stop requests.
+  double squared_norm = 0.0;
+  if (groups_->replica() == 0) {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, p] : optimizer_->parameters())
+      if (p.grad().defined()) squared_norm += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
   }
-  loss.backward();
-  const double grad_norm = clip_grad_norm(optimizer_->parameters(), config_.train.grad_clip_norm);
-  if (!std::isfinite(grad_norm)) {
+  torch::Tensor totals = torch::tensor({executor_->last() ? loss_sum : 0.0, squared_norm, stop_wanted ? 1.0 : 0.0},
+                                       torch::kDouble);
+  world_->all_reduce(totals);
+  StepResult result;
+  result.loss = totals[0].item<double>() / static_cast<double>(global_rows);
+  result.grad_norm = std::sqrt(totals[1].item<double>());
+  result.stop = totals[2].item<double>() > 0;
+  if (!std::isfinite(result.loss)) {
     throw TrainingDiverged("training diverged at step " + std::to_string(state_->step + 1) +
-                           ": the gradient norm is " + std::to_string(grad_norm) +
+                           ": the loss is " + std::to_string(result.loss) + " (try a lower train.lr)");
+  }
+  if (!std::isfinite(result.grad_norm)) {
+    throw TrainingDiverged("training diverged at step " + std::to_string(state_->step + 1) +
+                           ": the gradient norm is " + std::to_string(result.grad_norm) +
                            " (try a lower train.lr or train.grad_clip_norm)");
   }
+  const double max_norm = config_.train.grad_clip_norm;
+  if (max_norm > 0 && result.grad_norm > max_norm) {
+    torch::NoGradGuard no_grad;
+    const double scale = max_norm / (result.grad_norm + 1e-6);
+    for (const auto& [name, p] : optimizer_->parameters())
+      if (p.grad().defined()) p.grad().mul_(scale);
+  }
   optimizer_->step(schedule_->lr_at(state_->step));
-  return loss_value;
+  return result;
 }
 
 EvalResult Trainer::evaluate() {
   if (!eval_data_ || eval_data_->size() == 0) return EvalResult{};
   torch::NoGradGuard no_grad;
   model_->eval();
-  const int64_t batch_size = config_.eval.batch_size > 0 ? config_.eval.batch_size : config_.train.batch_size;
+  // Each pipeline evaluates a contiguous shard; the last stages merge their
+  // partial results and replica 0's last stage tells everyone.
+  const int64_t total = eval_data_->size();
+  const int64_t replicas = groups_->replicas();
+  const int64_t shard_begin = total * groups_->replica() / replicas;
+  const int64_t shard_end = total * (groups_->replica() + 1) / replicas;
+  const int64_t configured = config_.eval.batch_size > 0 ? config_.eval.batch_size : config_.train.batch_size;
+  const int64_t batch_size = std::max<int64_t>(1, configured / replicas);
   std::unique_ptr<EvalAccumulator> accumulator = task_->make_evaluator();
-  for (int64_t begin = 0; begin < eval_data_->size(); begin += batch_size) {
-    const int64_t end = std::min(begin + batch_size, eval_data_->size());
+  for (int64_t begin = shard_begin; begin < shard_end; begin += batch_size) {
+    const int64_t end = std::min(begin + batch_size, shard_end);
     std::vector<int64_t> indices;
     for (int64_t i = begin; i < end; ++i) indices.push_back(i);
-    Batch batch = eval_data_->get_batch(indices, /*epoch=*/0);
-    accumulator->add(model_->forward(model_inputs(batch)), batch.labels, batch.sample_ids);
+    std::vector<MicroBatch> micro = micro_batches(*eval_data_, indices, /*epoch=*/0, micro_batch_count_,
+                                                  static_cast<int64_t>(indices.size()));
+    const std::vector<torch::Tensor> logits = executor_->forward_only(micro);
+    int64_t row = 0;
+    for (size_t m = 0; m < logits.size(); ++m) {
+      const int64_t rows = micro[m].labels.size(0);
+      const std::vector<int64_t> ids(indices.begin() + row, indices.begin() + row + rows);
+      accumulator->add(logits[m], micro[m].labels, torch::tensor(ids, torch::kInt64));
+      row += rows;
+    }
   }
   model_->train();
-  return accumulator->result();
+
+  const int last_stage = groups_->stages() - 1;
+  std::string encoded;
+  if (executor_->last()) {
+    if (replicas > 1) {
+      const std::vector<torch::Tensor> parts = all_gather_variable(groups_->stage_dp(), accumulator->pack());
+      std::unique_ptr<EvalAccumulator> merged = task_->make_evaluator();
+      for (const torch::Tensor& part : parts) merged->merge(part);
+      accumulator = std::move(merged);
+    }
+    const EvalResult local = accumulator->result();
+    nlohmann::json j = {{"samples", local.samples}, {"loss", local.loss}, {"metrics", local.metrics}};
+    encoded = j.dump();
+  }
+  if (world_->size() > 1) encoded = broadcast_string(*world_, encoded, groups_->world_rank_of(0, last_stage));
+  const nlohmann::json j = nlohmann::json::parse(encoded);
+  EvalResult result;
+  result.samples = j.at("samples").get<int64_t>();
+  result.loss = j.at("loss").get<double>();
+  result.metrics = j.at("metrics").get<std::map<std::string, double>>();
+  return result;
+}
+
+void Trainer::gather_model_to_rank0() {
+  if (groups_->stages() == 1 || groups_->replica() != 0) return;
+  // Replica 0's stages send their sub-layers' weights to stage 0 in model order.
+  torch::NoGradGuard no_grad;
+  Communicator& pipeline = groups_->pipeline();
+  constexpr int kWeightTag = 21;
+  if (groups_->stage() == 0) {
+    for (int s = 1; s < groups_->stages(); ++s)
+      for (size_t j = stage_ranges_[s].first; j < stage_ranges_[s].second; ++j)
+        for (auto& [name, p] : model_->sublayer(j).hf_parameters()) {
+          torch::Tensor buffer = torch::empty_like(p);
+          pipeline.recv(buffer, s, kWeightTag);
+          p.copy_(buffer);
+        }
+  } else {
+    for (auto& [name, p] : stage_parameters()) pipeline.send(p.detach(), 0, kWeightTag);
+  }
 }
 
 // True when training should stop early.
@@ -289,14 +615,15 @@ TrainResult Trainer::run(const RunLimits& limits) {
     bool evaluated_this_epoch = false;
     for (std::vector<int64_t> indices = sampler_->next_batch(); !indices.empty();
          indices = sampler_->next_batch()) {
-      Batch batch = train_data_->get_batch(indices, state_->epoch);
-      const double loss = train_step(batch);
+      const int64_t rows = static_cast<int64_t>(indices.size());
+      const StepResult step = train_step(indices, stop_requested());
+      const double loss = step.loss;
       ++state_->step;
-      state_->samples_seen += batch.size();
+      state_->samples_seen += rows;
       state_->sampler_position = sampler_->state().position;
       window_loss += loss;
       ++window_steps;
-      window_samples += batch.size();
+      window_samples += rows;
       result.train_loss = loss;
 
       if (state_->step % config_.train.log_every_steps == 0 || state_->step == total_steps_) {
@@ -321,7 +648,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
         result.last_checkpoint = save_checkpoint();
       }
       const bool limit_reached = limits.stop_after_step > 0 && state_->step >= limits.stop_after_step;
-      if (stop_requested() || limit_reached) {
+      if (step.stop || limit_reached) {
         state_->elapsed_seconds = elapsed_before + seconds_since(start);
         result.last_checkpoint = save_checkpoint();
         if (result.last_checkpoint.empty()) {
@@ -361,7 +688,11 @@ TrainResult Trainer::run(const RunLimits& limits) {
   state_->elapsed_seconds = elapsed_before + result.train_seconds;
   const int64_t samples = state_->samples_seen - samples_before;
   result.samples_per_second = result.train_seconds > 0 ? samples / result.train_seconds : 0.0;
+  result.pipeline_seconds = pipeline_seconds_;
+  result.pipeline_wait_seconds = pipeline_wait_seconds_;
 
+  if (config_.output.export_model) gather_model_to_rank0();
+  if (!is_rank0()) return result;
   if (config_.output.export_model) export_hf_model(*model_, config_.output.dir);
   nlohmann::json summary = {{"steps", result.steps},
                             {"epochs_completed", result.epochs_completed},
@@ -370,6 +701,10 @@ TrainResult Trainer::run(const RunLimits& limits) {
                             {"samples_per_second", result.samples_per_second},
                             {"early_stopped", result.early_stopped},
                             {"model", model_->spec().preset},
+                            {"pipeline_stages", groups_->stages()},
+                            {"replicas", groups_->replicas()},
+                            {"micro_batches", micro_batch_count_},
+                            {"schedule", config_.parallel.schedule},
                             {"dataset", train_data_->name()}};
   if (result.eval) {
     summary["eval_loss"] = result.eval->loss;

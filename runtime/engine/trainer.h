@@ -1,15 +1,24 @@
-// Single-process trainer: the loop that later issues split across pipeline
-// stages and replicas. Owns the datasets, model, optimizer, schedule,
+// The trainer of one rank in an SPMD job (DESIGN.md §1, §3): the ranks of
+// `world` form R = W/K data-parallel pipelines of K stages (parallel.*); this
+// rank runs one stage of one pipeline. With one rank it is the plain
+// single-process trainer. Owns the datasets, model, optimizer, schedule,
 // checkpointer and metrics of one run.
+//
+// Every rank builds the whole model from the same seed (identical
+// initialisation for every layout) and trains and checkpoints only the
+// sub-layers of its stage; rank 0 gathers the weights to export them.
 #pragma once
 
 #include "runtime/core/config.h"
+#include "runtime/core/tensor_names.h"
 #include "runtime/engine/task.h"
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace pipet {
 
@@ -19,8 +28,13 @@ class LrSchedule;
 class MetricsLog;
 class Optimizer;
 class Checkpointer;
+class Communicator;
+class GradientBuckets;
+class ProcessGroups;
+class StageExecutor;
 class TransformerModel;
 struct Batch;
+struct MicroBatch;
 struct TrainerState;
 
 struct TrainResult {
@@ -33,6 +47,10 @@ struct TrainResult {
   bool early_stopped = false;
   bool interrupted = false;     // stopped by a signal (or stop_after_step) after checkpointing
   std::string last_checkpoint;
+  // This rank's time inside the pipeline schedule over the run segment, and
+  // the part of it spent waiting for a neighbouring stage (bubble + transfer).
+  double pipeline_seconds = 0.0;
+  double pipeline_wait_seconds = 0.0;
 };
 
 // Limits that are not part of the run's configuration (so they do not change
@@ -43,7 +61,9 @@ struct RunLimits {
 
 class Trainer {
  public:
-  explicit Trainer(const TrainConfig& config);
+  // `world` (not owned, outlives the trainer) is the group of ranks running
+  // this job; null means this process alone. Collective over `world`.
+  explicit Trainer(const TrainConfig& config, Communicator* world = nullptr);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -51,17 +71,43 @@ class Trainer {
   TrainResult run(const RunLimits& limits = {});
   EvalResult evaluate();
 
+  // On rank 0 after run(): every sub-layer holds the trained weights. On the
+  // other ranks only this rank's stage is current.
   TransformerModel& model();
+  const ProcessGroups& groups() const { return *groups_; }
+  // Sub-layers [first, second) trained by this rank.
+  std::pair<size_t, size_t> stage_range() const;
   const TrainerState& state() const;
   int64_t total_steps() const { return total_steps_; }
 
  private:
-  double train_step(const Batch& batch);
+  struct StepResult {
+    double loss = 0.0;        // mean over the global batch
+    double grad_norm = 0.0;   // before clipping, over the whole model
+    bool stop = false;        // some rank was asked to stop
+  };
+  StepResult train_step(const std::vector<int64_t>& global_indices, bool stop_wanted);
+  std::vector<MicroBatch> micro_batches(const Dataset& data,
+                                               const std::vector<int64_t>& indices,
+                                               int64_t epoch, int64_t count,
+                                               int64_t global_rows) const;
   void resume_from(const std::string& path_or_auto);
   std::string save_checkpoint();
+  void gather_model_to_rank0();
+  NamedTensors stage_parameters() const;
+  bool is_rank0() const;
   bool update_early_stop(const EvalResult& result);
 
   TrainConfig config_;
+  std::unique_ptr<Communicator> own_world_;  // when no world was given
+  Communicator* world_ = nullptr;
+  std::unique_ptr<ProcessGroups> groups_;
+  std::vector<std::pair<size_t, size_t>> stage_ranges_;  // [begin, end) of every stage
+  size_t stage_begin_ = 0;
+  size_t stage_end_ = 0;
+  int64_t micro_batch_count_ = 1;
+  double pipeline_seconds_ = 0.0;
+  double pipeline_wait_seconds_ = 0.0;
   std::shared_ptr<Dataset> train_data_;
   std::shared_ptr<Dataset> eval_data_;
   std::shared_ptr<TransformerModel> model_;
@@ -72,6 +118,8 @@ class Trainer {
   std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<TrainerState> state_;
+  std::unique_ptr<StageExecutor> executor_;
+  std::unique_ptr<GradientBuckets> buckets_;
   int64_t total_steps_ = 0;
   int64_t steps_per_epoch_ = 0;
 };

@@ -1,0 +1,117 @@
+// One rank's part of a pipeline: the sub-layers [begin, end) of the model,
+// the micro-batch schedule (GPipe or 1F1B), activations and activation
+// gradients to and from the neighbouring stages, the loss on the last stage,
+// and the data-parallel gradient all-reduce started while the last
+// micro-batch's backward is still running.
+//
+// Backward runs sub-layer by sub-layer (each sub-layer's input is a leaf of
+// its own graph segment), so the gradients of a sub-layer are final as soon as
+// its segment is done: that is when its bucket can start its all-reduce.
+#pragma once
+
+#include "runtime/core/torch_pch.h"
+#include "runtime/model/sublayer.h"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pipet {
+
+class Communicator;
+class Task;
+class TransformerModel;
+class Work;
+
+enum class PipelineSchedule { kGpipe, kOneFOneB };
+PipelineSchedule parse_pipeline_schedule(const std::string& name);
+
+// The inputs one stage needs for one micro-batch.
+struct MicroBatch {
+  Activations input;      // first stage: the embedding inputs
+  torch::Tensor labels;   // last stage
+  double loss_weight = 1; // rows / global batch: the micro-batch's share of the mean loss
+};
+
+// Sums gradients over a stage's data-parallel group in buckets of whole
+// sub-layers, launched in backward order as sub-layers finish.
+class GradientBuckets {
+ public:
+  // `sublayers` in model order; `group` may have size 1 (then nothing is sent).
+  GradientBuckets(const std::vector<std::shared_ptr<SubLayer>>& sublayers, size_t begin,
+                  size_t end, Communicator& group, int64_t bucket_bytes);
+  ~GradientBuckets();
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+
+  // Sub-layer `index`'s gradients are final for this step.
+  void sublayer_done(size_t index);
+  // Launches what is left, waits for every bucket and writes the sums back
+  // into the gradients. Ready for the next step afterwards.
+  void finish(std::chrono::milliseconds timeout);
+  size_t bucket_count() const { return buckets_.size(); }
+
+ private:
+  struct Bucket;
+  void launch(Bucket& bucket);
+  Communicator& group_;
+  std::vector<std::unique_ptr<Bucket>> buckets_;
+  std::vector<int> bucket_of_;  // by sub-layer index - begin; -1 = no trainable parameters
+  size_t begin_;
+};
+
+class StageExecutor {
+ public:
+  // `pipeline` is this rank's pipeline group; its rank is the stage. The
+  // model must outlive the executor.
+  StageExecutor(TransformerModel& model, size_t begin, size_t end, Communicator& pipeline,
+                const Task& task, std::chrono::milliseconds timeout);
+
+  int stage() const { return stage_; }
+  int stages() const { return stages_; }
+  bool first() const { return stage_ == 0; }
+  bool last() const { return stage_ == stages_ - 1; }
+  size_t begin() const { return begin_; }
+  size_t end() const { return end_; }
+
+  // Forward and backward of every micro-batch in `schedule` order. Returns
+  // the sum over micro-batches of (mean loss x rows) on the last stage, 0
+  // elsewhere (non-finite when the loss is). `sync` (optional) receives
+  // sub-layer completions during the last micro-batch's backward.
+  double train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
+               GradientBuckets* sync);
+
+  // Forward only (no autograd); the last stage returns the logits of every
+  // micro-batch, the other stages an empty vector.
+  std::vector<torch::Tensor> forward_only(std::vector<MicroBatch>& micro_batches);
+
+  // Seconds the last train() spent blocked receiving from a neighbour (the
+  // pipeline bubble plus transfer time) and in total.
+  double last_wait_seconds() const { return wait_seconds_; }
+  double last_busy_seconds() const { return total_seconds_ - wait_seconds_; }
+
+ private:
+  struct Pending;  // what backward of one micro-batch needs
+  Activations receive_activations(int64_t micro_batch);
+  void send_activations(const Activations& out, int64_t micro_batch);
+  void forward(MicroBatch& micro, int64_t index, bool keep_graph, Pending* pending,
+               torch::Tensor* logits);
+  void backward(Pending& pending, int64_t index, GradientBuckets* sync);
+  void wait_sends();
+
+  TransformerModel& model_;
+  size_t begin_;
+  size_t end_;
+  Communicator& pipeline_;
+  const Task& task_;
+  std::chrono::milliseconds timeout_;
+  int stage_;
+  int stages_;
+  std::vector<std::unique_ptr<Work>> sends_;
+  double wait_seconds_ = 0.0;
+  double total_seconds_ = 0.0;
+};
+
+}  // namespace pipet

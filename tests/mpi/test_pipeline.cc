@@ -1,0 +1,239 @@
+// The multi-process engine under mpirun (np 4): every layout of the same run
+// (1x1, 4x1, 2x2, 1x4; GPipe and 1F1B) gives the same loss curve, evaluation
+// and final weights; a multi-rank run stopped and resumed from its per-rank
+// checkpoints ends exactly where the uninterrupted run ends.
+#include "tests/mpi/mpi_test_env.h"
+
+#include "runtime/comm/communicator.h"
+#include "runtime/comm/mpi_communicator.h"
+#include "runtime/core/config.h"
+#include "runtime/core/errors.h"
+#include "runtime/core/files.h"
+#include "runtime/core/strings.h"
+#include "runtime/engine/trainer.h"
+#include "runtime/model/model.h"
+#include "tests/support/temp_dir.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace pipet {
+namespace {
+
+using pipet::testing::TempDir;
+
+Communicator& world() {
+  static std::unique_ptr<MpiCommunicator> comm = make_world_communicator(test_runtime());
+  return *comm;
+}
+
+// A directory every rank agrees on: created by rank 0, its path broadcast.
+class SharedDir {
+ public:
+  SharedDir() {
+    if (world().rank() == 0) own_ = std::make_unique<TempDir>();
+    std::string path = own_ ? own_->path() : std::string();
+    torch::Tensor bytes = torch::zeros({256}, torch::kUInt8);
+    std::memcpy(bytes.data_ptr(), path.data(), std::min<size_t>(path.size(), 255));
+    world().broadcast(bytes);
+    path_ = std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
+  }
+  ~SharedDir() { world().barrier(); }  // nobody still writing when rank 0 removes it
+  const std::string& path() const { return path_; }
+
+ private:
+  std::unique_ptr<TempDir> own_;
+  std::string path_;
+};
+
+TrainConfig tiny_run(const std::string& out, int64_t stages, int64_t micro, const std::string& schedule) {
+  TrainConfig c;
+  c.model.preset = "vit-tiny";
+  c.model.num_layers = 2;  // 6 sub-layers: enough for 4 stages
+  c.model.hidden_dropout = 0.0;
+  c.model.attention_dropout = 0.0;
+  c.data.dataset = "synthetic-image";
+  c.data.train_samples = 128;
+  c.data.eval_samples = 40;  // not a multiple of the replica count
+  c.train.batch_size = 16;
+  c.train.epochs = 1;
+  c.train.max_steps = 5;
+  c.train.log_every_steps = 1;
+  // SGD: AdamW would turn the rounding noise of gradients that are zero in
+  // exact arithmetic (attention key biases: softmax ignores a per-row shift)
+  // into full-size steps whose sign depends on summation order.
+  c.train.optimizer = "sgd";
+  c.train.lr = 0.05;
+  c.train.momentum = 0.9;
+  c.train.grad_clip_norm = 0.5;  // clipping active: the global norm must span the stages
+  c.eval.every_epochs = 0;
+  c.runtime.threads = 1;
+  c.output.dir = out;
+  c.parallel.pipeline_stages = stages;
+  c.parallel.micro_batches = micro;
+  c.parallel.schedule = schedule;
+  return c;
+}
+
+double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).norm() / b.norm().clamp_min(1e-12)).item<double>();
+}
+
+struct RunRecord {
+  std::vector<double> losses;            // per step (rank 0)
+  std::map<std::string, torch::Tensor> weights;  // rank 0, gathered
+  double weight_change = 0;              // relative to the initial weights (rank 0)
+  double eval_loss = 0;
+  double eval_accuracy = 0;
+  int64_t eval_samples = 0;
+};
+
+RunRecord run_layout(Communicator& group, const TrainConfig& config) {
+  Trainer trainer(config, &group);
+  std::vector<torch::Tensor> initial;
+  for (const auto& [name, tensor] : trainer.model().hf_parameters()) initial.push_back(tensor.detach().reshape({-1}).clone());
+  const TrainResult result = trainer.run();
+  RunRecord record;
+  if (group.rank() != 0) return record;
+  std::istringstream lines(read_file(config.output.dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event.at("event") == "train") record.losses.push_back(event.at("train_loss").get<double>());
+  }
+  std::vector<torch::Tensor> final;
+  for (const auto& [name, tensor] : trainer.model().hf_parameters()) {
+    record.weights[name] = tensor.detach().clone();
+    final.push_back(tensor.detach().reshape({-1}));
+  }
+  record.weight_change = relative_difference(torch::cat(final), torch::cat(initial));
+  if (result.eval) {
+    record.eval_loss = result.eval->loss;
+    record.eval_accuracy = result.eval->metric("accuracy");
+    record.eval_samples = result.eval->samples;
+  }
+  return record;
+}
+
+void expect_same_run(const RunRecord& reference, const RunRecord& other, const std::string& what) {
+  ASSERT_EQ(other.losses.size(), reference.losses.size()) << what;
+  for (size_t i = 0; i < reference.losses.size(); ++i)
+    EXPECT_NEAR(other.losses[i], reference.losses[i], 1e-5 * std::abs(reference.losses[i]))
+        << what << " step " << i + 1;
+  ASSERT_EQ(other.weights.size(), reference.weights.size()) << what;
+  // Relative over the whole model, and absolute per tensor (a tensor near
+  // zero, like a key bias, has no meaningful relative difference of its own).
+  std::vector<torch::Tensor> mine, theirs;
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& [name, tensor] : reference.weights) {
+    mine.push_back(other.weights.at(name).reshape({-1}));
+    theirs.push_back(tensor.reshape({-1}));
+    const double diff = (other.weights.at(name) - tensor).abs().max().item<double>();
+    if (diff > worst) worst = diff, worst_name = name;
+  }
+  EXPECT_LE(relative_difference(torch::cat(mine), torch::cat(theirs)), 1e-5) << what;
+  EXPECT_LE(worst, 1e-6) << what << ": largest absolute weight difference in " << worst_name;
+  EXPECT_EQ(other.eval_samples, reference.eval_samples) << what;
+  EXPECT_NEAR(other.eval_loss, reference.eval_loss, 1e-5 * reference.eval_loss) << what;
+  EXPECT_DOUBLE_EQ(other.eval_accuracy, reference.eval_accuracy) << what;
+}
+
+TEST(PipelineEngine, EveryLayoutAndScheduleTrainsTheSameModel) {
+  ASSERT_EQ(world().size(), 4) << "run this binary with mpirun -np 4";
+  SharedDir dir;
+  // 1x1 on rank 0 alone: the single-process reference.
+  RunRecord reference;
+  {
+    std::unique_ptr<Communicator> solo = world().subgroup(world().rank() == 0 ? 0 : -1, 0, "solo");
+    if (solo) reference = run_layout(*solo, tiny_run(dir.path() + "/1x1", 1, 2, "gpipe"));
+  }
+  world().barrier();
+  if (world().rank() == 0) {
+    ASSERT_EQ(reference.losses.size(), 5u);
+    EXPECT_GT(reference.weight_change, 1e-3) << "the reference run barely trains: the comparison would be vacuous";
+    EXPECT_EQ(reference.eval_samples, 40);
+  }
+  for (const std::string schedule : {"gpipe", "1f1b"}) {
+    for (const int64_t stages : {4, 2, 1}) {
+      const std::string name = std::to_string(stages) + "x" + std::to_string(4 / stages) + "-" + schedule;
+      const RunRecord record = run_layout(world(), tiny_run(dir.path() + "/" + name, stages, 2, schedule));
+      if (world().rank() == 0) expect_same_run(reference, record, name);
+    }
+  }
+  // More micro-batches than stages (the steady phase of 1F1B) on 2x2.
+  const RunRecord many = run_layout(world(), tiny_run(dir.path() + "/2x2-m4", 2, 4, "1f1b"));
+  if (world().rank() == 0) expect_same_run(reference, many, "2x2-1f1b-m4");
+}
+
+TEST(PipelineEngine, ResumeFromPerRankCheckpointsMatchesTheUninterruptedRun) {
+  SharedDir dir;
+  TrainConfig full = tiny_run(dir.path() + "/full", 2, 2, "1f1b");
+  full.model.hidden_dropout = 0.1;  // dropout streams are part of each rank's checkpoint
+  const RunRecord uninterrupted = run_layout(world(), full);
+
+  TrainConfig split = full;
+  split.output.dir = dir.path() + "/split";
+  split.checkpoint.dir = dir.path() + "/checkpoints";
+  split.checkpoint.every_steps = 2;
+  split.checkpoint.every_epochs = 0;
+  {
+    Trainer first(split, &world());
+    const TrainResult partial = first.run(RunLimits{3});
+    EXPECT_TRUE(partial.interrupted);
+    EXPECT_EQ(partial.steps, 3);
+  }
+  if (world().rank() == 0) {
+    EXPECT_TRUE(path_exists(split.checkpoint.dir + "/manifest-step-0000000003.json"));
+    EXPECT_TRUE(path_exists(split.checkpoint.dir + "/rank-00003/step-0000000003/model.safetensors"));
+  }
+  world().barrier();
+  const RunRecord resumed = run_layout(world(), split);
+  if (world().rank() == 0) {
+    ASSERT_EQ(resumed.weights.size(), uninterrupted.weights.size());
+    for (const auto& [name, tensor] : uninterrupted.weights)
+      EXPECT_TRUE(torch::equal(resumed.weights.at(name), tensor)) << name << " differs after resume";
+  }
+
+  // Another layout cannot take these parts: a clear error on every rank.
+  TrainConfig other = split;
+  other.parallel.pipeline_stages = 4;
+  other.train.max_steps = 6;
+  try {
+    Trainer trainer(other, &world());
+    ADD_FAILURE() << "resuming 2x2 checkpoints as 4x1 did not fail";
+  } catch (const ConfigError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("2 stages x 2 replicas"), std::string::npos) << message;
+    EXPECT_NE(message.find("4 stages x 1 replica"), std::string::npos) << message;
+  }
+}
+
+TEST(PipelineEngine, LayoutErrorsNameTheKeys) {
+  SharedDir dir;
+  TrainConfig c = tiny_run(dir.path() + "/bad", 3, 1, "gpipe");
+  try {
+    Trainer trainer(c, &world());
+    ADD_FAILURE() << "3 stages over 4 ranks did not fail";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.pipeline_stages 3 does not divide the 4 ranks"),
+              std::string::npos)
+        << e.what();
+  }
+  c = tiny_run(dir.path() + "/bad", 1, 3, "gpipe");
+  c.train.batch_size = 18;  // divisible by 3 micro-batches, not by 4 replicas x 3
+  try {
+    Trainer trainer(c, &world());
+    ADD_FAILURE() << "a batch that does not split over replicas x micro-batches did not fail";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("use a multiple of 12"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pipet
