@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "runtime/core/strings.h"
 #include "runtime/core/threads.h"
 #include "runtime/data/dataset.h"
+#include "runtime/data/loader.h"
 #include "runtime/data/sampler.h"
 #include "runtime/engine/checkpoint.h"
 #include "runtime/engine/export.h"
@@ -133,6 +135,18 @@ bool local_rank_leader(int world_rank) {
   return world_rank == 0;
 }
 
+// PIPET_FAULT_INJECTION="rank=R,step=S": rank R throws during step S. A
+// testing aid for the failure path of multi-rank jobs (every rank must end
+// promptly with the failing rank's message); -1 when unset or another rank.
+int64_t injected_fault_step(int world_rank) {
+  const char* spec = std::getenv("PIPET_FAULT_INJECTION");
+  if (!spec || !*spec) return -1;
+  long long rank = -1, step = -1;
+  if (std::sscanf(spec, "rank=%lld,step=%lld", &rank, &step) != 2 || rank < 0 || step < 1)
+    throw ConfigError(std::string("PIPET_FAULT_INJECTION '") + spec + "' is not of the form rank=R,step=S");
+  return rank == world_rank ? step : -1;
+}
+
 std::string layout_text(int stages, int replicas) {
   return std::to_string(stages) + " stage" + (stages == 1 ? "" : "s") + " x " +
          std::to_string(replicas) + " replica" + (replicas == 1 ? "" : "s");
@@ -148,6 +162,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
     world_ = own_world_.get();
   }
   world_->set_default_timeout(comm_timeout(config_));
+  fault_step_ = injected_fault_step(world_->rank());
   groups_ = std::make_unique<ProcessGroups>(*world_, static_cast<int>(config_.parallel.pipeline_stages));
   const int64_t replicas = groups_->replicas();
   micro_batch_count_ = config_.parallel.micro_batches;
@@ -423,13 +438,43 @@ std::string Trainer::save_checkpoint() {
   return path;
 }
 
+std::vector<int64_t> Trainer::replica_share(const std::vector<int64_t>& global_indices) const {
+  const int64_t share = static_cast<int64_t>(global_indices.size()) / groups_->replicas();
+  const auto first = global_indices.begin() + groups_->replica() * share;
+  return std::vector<int64_t>(first, first + share);
+}
+
+Batch Trainer::prefetched_batch(const std::vector<int64_t>& indices) {
+  // This batch, then the next ones of the epoch as the sampler will hand them out.
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> wanted = {{state_->epoch, indices}};
+  EpochSampler ahead = *sampler_;
+  for (int64_t i = 0; i < config_.data.prefetch_batches; ++i) {
+    const std::vector<int64_t> next = ahead.next_batch();
+    if (next.empty()) break;
+    wanted.emplace_back(state_->epoch, replica_share(next));
+  }
+  bool in_step = prefetcher_ && prefetch_queue_.size() <= wanted.size();
+  for (size_t i = 0; in_step && i < prefetch_queue_.size(); ++i) in_step = prefetch_queue_[i] == wanted[i];
+  if (!in_step) {  // first use, a resume or an epoch change: start over
+    prefetcher_ = std::make_unique<BatchPrefetcher>(train_data_, config_.data.prefetch_batches);
+    prefetch_queue_.clear();
+  }
+  for (size_t i = prefetch_queue_.size(); i < wanted.size(); ++i) {
+    prefetcher_->submit(wanted[i].second, wanted[i].first);
+    prefetch_queue_.push_back(wanted[i]);
+  }
+  prefetch_queue_.pop_front();
+  return prefetcher_->next();
+}
+
 std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::vector<int64_t>& indices,
-                                               int64_t epoch, int64_t count, int64_t global_rows) const {
+                                               int64_t epoch, int64_t count, int64_t global_rows,
+                                               const Batch* prebuilt) const {
   const int64_t rows = static_cast<int64_t>(indices.size());
   count = std::max<int64_t>(1, std::min(count, rows));
   std::vector<MicroBatch> out(static_cast<size_t>(count));
   Activations inputs;
-  if (executor_->first()) inputs = model_inputs(data.get_batch(indices, epoch));
+  if (executor_->first()) inputs = model_inputs(prebuilt ? *prebuilt : data.get_batch(indices, epoch));
   torch::Tensor labels;
   if (executor_->last()) labels = data.labels(indices);
   int64_t begin = 0;
@@ -447,13 +492,16 @@ std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::v
 Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indices, bool stop_wanted) {
   model_->train();
   optimizer_->zero_grad();
-  // This pipeline's share of the global batch.
+  if (state_->step + 1 == fault_step_)
+    throw Error(ExitCode::kInternal, "fault injected by PIPET_FAULT_INJECTION at step " +
+                                         std::to_string(fault_step_));
   const int64_t global_rows = static_cast<int64_t>(global_indices.size());
-  const int64_t share = global_rows / groups_->replicas();
-  const auto first = global_indices.begin() + groups_->replica() * share;
-  const std::vector<int64_t> indices(first, first + share);
-
-  std::vector<MicroBatch> micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows);
+  const std::vector<int64_t> indices = replica_share(global_indices);
+  Batch loaded;
+  const bool prefetch = executor_->first() && config_.data.prefetch_batches > 0;
+  if (prefetch) loaded = prefetched_batch(indices);
+  std::vector<MicroBatch> micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_,
+                                                global_rows, prefetch ? &loaded : nullptr);
   const double loss_sum = executor_->train(micro, parse_pipeline_schedule(config_.parallel.schedule), buckets_.get());
   pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
   pipeline_wait_seconds_ += executor_->last_wait_seconds();

@@ -14,6 +14,7 @@
 #include "runtime/engine/task.h"
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@
 
 namespace pipet {
 
+class BatchPrefetcher;
 class Dataset;
 class EpochSampler;
 class LrSchedule;
@@ -87,10 +89,16 @@ class Trainer {
     bool stop = false;        // some rank was asked to stop
   };
   StepResult train_step(const std::vector<int64_t>& global_indices, bool stop_wanted);
+  // `prebuilt` (optional): the batch of `indices`, already loaded.
   std::vector<MicroBatch> micro_batches(const Dataset& data,
-                                               const std::vector<int64_t>& indices,
-                                               int64_t epoch, int64_t count,
-                                               int64_t global_rows) const;
+                                        const std::vector<int64_t>& indices,
+                                        int64_t epoch, int64_t count,
+                                        int64_t global_rows, const Batch* prebuilt = nullptr) const;
+  // This pipeline's share of a global batch.
+  std::vector<int64_t> replica_share(const std::vector<int64_t>& global_indices) const;
+  // The first stage's training batch of `indices`, from the prefetcher, which
+  // is kept data.prefetch_batches batches ahead.
+  Batch prefetched_batch(const std::vector<int64_t>& indices);
   void resume_from(const std::string& path_or_auto);
   std::string save_checkpoint();
   void gather_model_to_rank0();
@@ -106,6 +114,7 @@ class Trainer {
   size_t stage_begin_ = 0;
   size_t stage_end_ = 0;
   int64_t micro_batch_count_ = 1;
+  int64_t fault_step_ = -1;  // PIPET_FAULT_INJECTION: fail this rank at this step
   double pipeline_seconds_ = 0.0;
   double pipeline_wait_seconds_ = 0.0;
   std::shared_ptr<Dataset> train_data_;
@@ -120,6 +129,8 @@ class Trainer {
   std::unique_ptr<TrainerState> state_;
   std::unique_ptr<StageExecutor> executor_;
   std::unique_ptr<GradientBuckets> buckets_;
+  std::unique_ptr<BatchPrefetcher> prefetcher_;
+  std::deque<std::pair<int64_t, std::vector<int64_t>>> prefetch_queue_;  // (epoch, indices) submitted
   int64_t total_steps_ = 0;
   int64_t steps_per_epoch_ = 0;
 };
