@@ -320,6 +320,45 @@ std::vector<FieldSpec> build_schema() {
             "Seconds a collective or point-to-point transfer may take before the job fails.")
           .greater_than(0),
 
+      // freeze
+      field(PIPET_CONFIG_FIELD(freeze, policy),
+            "Freezing converged blocks: none, schedule (the alpha bound alone), adaptive (the "
+            "paper's rule: bound and smallest gradient norm) or manual (freeze.manual).")
+          .one_of({"none", "schedule", "adaptive", "manual"}),
+      field(PIPET_CONFIG_FIELD(freeze, alpha),
+            "Fraction of the still-active blocks the bound lets freeze per decision "
+            "(1/3 conservative; 2/5, 1/2 aggressive).")
+          .greater_than(0)
+          .at_most(1),
+      field(PIPET_CONFIG_FIELD(freeze, every_steps),
+            "Freeze decision interval in steps; 0 = at epoch boundaries.")
+          .at_least(0),
+      field(PIPET_CONFIG_FIELD(freeze, warmup_decisions),
+            "Decisions that freeze nothing before the bound starts growing.")
+          .at_least(0),
+      field(PIPET_CONFIG_FIELD(freeze, max_fraction),
+            "Never freeze more than this fraction of the blocks.")
+          .at_least(0)
+          .at_most(1),
+      field(PIPET_CONFIG_FIELD(freeze, manual),
+            "manual policy: frozen blocks after decision 1, 2, ... (non-decreasing integers).")
+          .at_least(0),
+
+      // autopipe
+      field(PIPET_CONFIG_FIELD(autopipe, partition),
+            "Partition of the sub-layers over stages: optimal (minimises the largest stage) or "
+            "greedy (the paper's balance).")
+          .one_of({"optimal", "greedy"}),
+      field(PIPET_CONFIG_FIELD(autopipe, frozen_cost),
+            "lambda_frozen: a frozen sub-layer's balance cost relative to an active one "
+            "(parameter-count model).")
+          .at_least(0)
+          .at_most(1),
+      field(PIPET_CONFIG_FIELD(autopipe, compression),
+            "Shorter pipelines tried after a freeze: halve (K/2, the paper) or divisors (every K "
+            "dividing the rank count).")
+          .one_of({"halve", "divisors"}),
+
       // runtime
       field(PIPET_CONFIG_FIELD(runtime, threads),
             "Intra-op threads per rank; 0 = cores divided by local ranks.")
@@ -1094,6 +1133,23 @@ void validate_config(const TrainConfig& c) {
   }
   if (t.optimizer == "sgd" && t.nesterov && t.momentum == 0) {
     throw ConfigError("train.nesterov needs train.momentum > 0");
+  }
+
+  const FreezeConfig& fz = c.freeze;
+  if (fz.policy == "manual" && fz.manual.empty()) {
+    throw ConfigError("freeze.policy 'manual' needs freeze.manual: the frozen block count after "
+                      "each decision, e.g. [2, 4, 6]");
+  }
+  if (fz.policy != "manual" && !fz.manual.empty()) {
+    throw ConfigError("freeze.manual applies to freeze.policy 'manual' only, but freeze.policy is " +
+                      quoted(fz.policy));
+  }
+  for (size_t i = 0; i < fz.manual.size(); ++i) {
+    if (fz.manual[i] != static_cast<double>(static_cast<int64_t>(fz.manual[i])) ||
+        (i > 0 && fz.manual[i] < fz.manual[i - 1])) {
+      throw ConfigError("freeze.manual[" + std::to_string(i) + "] = " + format_bound(fz.manual[i]) +
+                        ": the list must hold non-decreasing whole numbers of blocks");
+    }
   }
 
   const ParallelConfig& p = c.parallel;

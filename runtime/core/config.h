@@ -124,6 +124,23 @@ struct ParallelConfig {
   double comm_timeout_s = 300.0;     // a collective or p2p op slower than this fails the job
 };
 
+// Freezing converged blocks (the paper's adaptive rule) and what the engine
+// does with the freed compute (AutoPipe compression, AutoDP regrouping).
+struct FreezeConfig {
+  std::string policy = "none";      // none | schedule | adaptive | manual
+  double alpha = 1.0 / 3.0;         // fraction of active blocks the bound frees per decision
+  int64_t every_steps = 0;          // decision interval; 0 = epoch boundaries
+  int64_t warmup_decisions = 0;     // decisions that freeze nothing first
+  double max_fraction = 1.0;        // never freeze more than this fraction of the blocks
+  std::vector<double> manual;       // manual: frozen blocks after decision 1, 2, ...
+};
+
+struct AutoPipeConfig {
+  std::string partition = "optimal";  // optimal | greedy (the paper's)
+  double frozen_cost = 1.0 / 6.0;     // lambda_frozen: a frozen sub-layer's cost relative to an active one
+  std::string compression = "halve";  // halve (the paper) | divisors (any K dividing the ranks)
+};
+
 struct RuntimeConfig {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
   std::string device = "cpu";      // cpu | cuda
@@ -138,6 +155,8 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   OutputConfig output;
   ParallelConfig parallel;
+  FreezeConfig freeze;
+  AutoPipeConfig autopipe;
   RuntimeConfig runtime;
 };
 

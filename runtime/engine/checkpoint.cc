@@ -125,7 +125,9 @@ nlohmann::json trainer_state_to_json(const TrainerState& s) {
           {"evals_without_improvement", s.evals_without_improvement},
           {"frozen_prefix", s.frozen_prefix},
           {"pipeline_stages", s.pipeline_stages},
-          {"micro_batches", s.micro_batches}};
+          {"micro_batches", s.micro_batches},
+          {"freeze_decisions", s.freeze_decisions},
+          {"freeze_bound", s.freeze_bound}};
 }
 
 TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
@@ -142,6 +144,9 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
   s.frozen_prefix = required<int64_t>(j, "frozen_prefix", source);
   s.pipeline_stages = required<int64_t>(j, "pipeline_stages", source);
   s.micro_batches = required<int64_t>(j, "micro_batches", source);
+  // Absent in checkpoints written before freezing existed: no decision yet.
+  if (j.contains("freeze_decisions")) s.freeze_decisions = required<int64_t>(j, "freeze_decisions", source);
+  if (j.contains("freeze_bound")) s.freeze_bound = required<double>(j, "freeze_bound", source);
   if (s.step < 0 || s.epoch < 0 || s.sampler_position < 0) {
     throw FormatError(source + ": negative step, epoch or sampler_position");
   }

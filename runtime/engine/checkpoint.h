@@ -37,6 +37,8 @@ struct TrainerState {
   int64_t frozen_prefix = 0;
   int64_t pipeline_stages = 1;
   int64_t micro_batches = 1;
+  int64_t freeze_decisions = 0;   // freeze decisions taken (T)
+  double freeze_bound = 0.0;      // the freeze rule's unrounded bound b(T)
 };
 
 nlohmann::json trainer_state_to_json(const TrainerState& state);

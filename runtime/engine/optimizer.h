@@ -39,6 +39,9 @@ class Optimizer {
                           const std::string& source) = 0;
 
   const NamedTensors& parameters() const { return parameters_; }
+  // The slots state() may hold per parameter ("exp_avg", ...). A slot named
+  // "step" is an int64 scalar; the others have the parameter's shape.
+  virtual std::vector<std::string> slot_names() const = 0;
 
  protected:
   static bool decays(const torch::Tensor& parameter) { return parameter.dim() >= 2; }
@@ -47,6 +50,7 @@ class Optimizer {
 
 class AdamW final : public Optimizer {
  public:
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq", "step"}; }
   AdamW(NamedTensors parameters, double beta1, double beta2, double eps, double weight_decay);
   std::string name() const override { return "adamw"; }
   void step(double lr) override;
@@ -62,6 +66,11 @@ class AdamW final : public Optimizer {
 
 class SgdMomentum final : public Optimizer {
  public:
+  // Without momentum there is no state. A missing buffer behaves as zeros
+  // (the first step sets it to the gradient either way: dampening is 0).
+  std::vector<std::string> slot_names() const override {
+    return momentum_ != 0.0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
+  }
   SgdMomentum(NamedTensors parameters, double momentum, bool nesterov, double weight_decay);
   std::string name() const override { return "sgd"; }
   void step(double lr) override;

@@ -5,6 +5,7 @@
 #include "runtime/engine/task.h"
 #include "runtime/model/model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -170,10 +171,11 @@ struct StageExecutor::Pending {
 
 StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
                              Communicator& pipeline, const Task& task,
-                             std::chrono::milliseconds timeout)
+                             std::chrono::milliseconds timeout, size_t frozen_end)
     : model_(model),
       begin_(begin),
       end_(end),
+      first_active_(std::max(begin, frozen_end)),
       pipeline_(pipeline),
       task_(task),
       timeout_(timeout),
@@ -183,6 +185,12 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
     throw ModelError("stage " + std::to_string(stage_) + " was given sub-layers [" +
                      std::to_string(begin) + ", " + std::to_string(end) + ") of a model with " +
                      std::to_string(model.num_sublayers()));
+  if (frozen_end > begin && stage_ != 0)
+    throw ModelError("stage " + std::to_string(stage_) + " was given frozen sub-layers; the frozen "
+                     "prefix belongs to the first stage");
+  if (first_active_ >= end)
+    throw ModelError("stage " + std::to_string(stage_) + " holds no trainable sub-layer (frozen up to " +
+                     std::to_string(frozen_end) + ", stage ends at " + std::to_string(end) + ")");
 }
 
 void StageExecutor::send_activations(const Activations& out, int64_t micro_batch) {
@@ -228,7 +236,15 @@ void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, P
     pending->outputs.assign(count, torch::Tensor());
   }
   for (size_t j = begin_; j < end_; ++j) {
-    if (keep_graph && a.hidden.is_floating_point() && (j > begin_ || !first())) {
+    if (j < first_active_) {
+      // Frozen: forward only, nothing kept for backward.
+      torch::NoGradGuard no_grad;
+      a = model_.sublayer(j).forward(a);
+      continue;
+    }
+    // A sub-layer's input needs a gradient when something trainable precedes
+    // it: an earlier sub-layer of this stage, or an earlier stage.
+    if (keep_graph && a.hidden.is_floating_point() && (j > first_active_ || !first())) {
       a.hidden = a.hidden.detach().requires_grad_(true);
       pending->leaves[j - begin_] = a.hidden;
     }
@@ -254,7 +270,7 @@ void StageExecutor::backward(Pending& pending, int64_t index, GradientBuckets* s
     pipeline_.recv(grad, stage_ + 1, kGradientTag, {timeout_});
     wait_seconds_ += seconds_since(waiting);
   }
-  for (size_t j = end_; j-- > begin_;) {
+  for (size_t j = end_; j-- > first_active_;) {
     const size_t k = j - begin_;
     if (last() && j + 1 == end_) {
       torch::autograd::backward({pending.loss});

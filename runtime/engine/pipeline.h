@@ -65,9 +65,11 @@ class GradientBuckets {
 class StageExecutor {
  public:
   // `pipeline` is this rank's pipeline group; its rank is the stage. The
-  // model must outlive the executor.
+  // model must outlive the executor. Sub-layers below `frozen_end` are frozen
+  // (only the first stage may hold them): they run forward without autograd
+  // and backward stops above them.
   StageExecutor(TransformerModel& model, size_t begin, size_t end, Communicator& pipeline,
-                const Task& task, std::chrono::milliseconds timeout);
+                const Task& task, std::chrono::milliseconds timeout, size_t frozen_end = 0);
 
   int stage() const { return stage_; }
   int stages() const { return stages_; }
@@ -104,6 +106,7 @@ class StageExecutor {
   TransformerModel& model_;
   size_t begin_;
   size_t end_;
+  size_t first_active_;  // first sub-layer of this stage that trains
   Communicator& pipeline_;
   const Task& task_;
   std::chrono::milliseconds timeout_;

@@ -9,7 +9,12 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "autodp/state_replication.h"
+#include "autopipe/compression.h"
+#include "autopipe/cost_model.h"
+#include "autopipe/micro_batch.h"
 #include "autopipe/partition.h"
+#include "freeze/freeze_policy.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/local_communicator.h"
 #include "runtime/comm/process_groups.h"
@@ -213,35 +218,32 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
   model_ = std::make_shared<TransformerModel>(spec);
   if (!config_.model.init_from.empty()) init_from_pretrained(*model_, config_.model.init_from);
 
-  // Balanced split of the sub-layers over the stages by parameter count.
-  const int stages = groups_->stages();
-  if (static_cast<size_t>(stages) > model_->num_sublayers()) {
-    throw ConfigError("parallel.pipeline_stages " + std::to_string(stages) + " exceeds the " +
+  if (static_cast<size_t>(groups_->stages()) > model_->num_sublayers()) {
+    throw ConfigError("parallel.pipeline_stages " + std::to_string(groups_->stages()) + " exceeds the " +
                       std::to_string(model_->num_sublayers()) + " sub-layers of model " + spec.preset);
   }
-  std::vector<double> costs;
-  for (const auto& sublayer : model_->sublayers())
-    costs.push_back(static_cast<double>(sublayer->parameter_count()));
-  const std::vector<Stage> plan = partition_optimal(costs, stages);
-  for (const Stage& stage : plan)
-    stage_ranges_.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
-  std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
-  if (is_rank0()) {
-    spdlog::info("[pipeline] {} over {} ranks, {} schedule, {} micro-batches; stages by parameters: {}",
-                 layout_text(stages, groups_->replicas()), world_->size(), config_.parallel.schedule,
-                 micro_batch_count_, describe(plan));
+  num_blocks_ = static_cast<int>(spec.num_layers);
+  if (config_.freeze.policy != "none") {
+    FreezeOptions options;
+    options.mode = freeze_mode_from_string(config_.freeze.policy, "freeze.policy");
+    options.alpha = config_.freeze.alpha;
+    options.warmup_decisions = static_cast<int>(config_.freeze.warmup_decisions);
+    options.max_frozen_fraction = config_.freeze.max_fraction;
+    for (double count : config_.freeze.manual) options.manual_schedule.push_back(static_cast<int>(count));
+    freeze_ = std::make_unique<FreezePolicy>(options, num_blocks_);
+    grad_tracker_ = std::make_unique<GradientNormTracker>(num_blocks_);
+    // Compression can end at one stage with every rank a replica.
+    if (config_.train.batch_size % (world_->size()) != 0) {
+      throw ConfigError("train.batch_size " + std::to_string(config_.train.batch_size) +
+                        " must be divisible by the " + std::to_string(world_->size()) +
+                        " ranks when freezing is on: the pipeline may compress to one stage with a "
+                        "replica on every rank");
+    }
   }
-  executor_ = std::make_unique<StageExecutor>(*model_, stage_begin_, stage_end_, groups_->pipeline(),
-                                              *task_, comm_timeout(config_));
-  buckets_ = std::make_unique<GradientBuckets>(
-      model_->sublayers(), stage_begin_, stage_end_, groups_->stage_dp(),
-      static_cast<int64_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0));
-
-  NamedTensors trainable;
-  for (auto& [name, tensor] : stage_parameters()) {
-    if (tensor.requires_grad()) trainable.emplace_back(name, tensor);
-  }
-  optimizer_ = make_optimizer(config_.train, std::move(trainable));
+  // AutoPipe's yardstick: the largest stage of the full model over K0 stages.
+  reference_max_cost_ = reference_max_stage_cost(balance_costs_for(0), groups_->stages(),
+                                                 static_cast<PartitionMethod>(partition_method()));
+  apply_layout(groups_->stages(), {});
 
   sampler_ = std::make_unique<EpochSampler>(train_data_->size(), config_.train.batch_size,
                                             config_.train.seed, /*shuffle=*/true, /*drop_last=*/true);
@@ -344,19 +346,39 @@ void Trainer::resume_from(const std::string& path_or_auto) {
       if (!failure.empty()) spdlog::warn("[checkpoint] skipping {}: {}", path, failure);
       continue;
     }
+    const TrainerState& saved = checkpoint->state;
     if (world_->size() > 1) {
-      const nlohmann::json manifest = read_checkpoint_manifest(config_.checkpoint.dir, checkpoint->state.step);
+      const nlohmann::json manifest = read_checkpoint_manifest(config_.checkpoint.dir, saved.step);
       const int64_t stages = manifest.value("pipeline_stages", int64_t{-1});
       const int64_t ranks = manifest.value("world_size", int64_t{-1});
-      if (stages != groups_->stages() || ranks != world_->size()) {
+      // Freezing may have compressed the pipeline: the checkpoint's K is
+      // valid when it divides the same rank count.
+      const bool elastic_layout = freeze_ && stages == saved.pipeline_stages && stages >= 1 &&
+                                  stages <= groups_->stages();
+      if (ranks != world_->size() || (stages != groups_->stages() && !elastic_layout)) {
         throw ConfigError("checkpoint.dir '" + config_.checkpoint.dir + "' holds step " +
-                          std::to_string(checkpoint->state.step) + " written by " +
+                          std::to_string(saved.step) + " written by " +
                           std::to_string(ranks) + " ranks as " +
                           layout_text(static_cast<int>(stages), static_cast<int>(ranks / std::max<int64_t>(stages, 1))) +
                           ", but this job is " + std::to_string(world_->size()) + " ranks as " +
                           layout_text(groups_->stages(), groups_->replicas()) +
                           "; resume with the same parallel.pipeline_stages and rank count");
       }
+    }
+    if (saved.frozen_prefix != 0 || saved.pipeline_stages != groups_->stages()) {
+      if (!freeze_)
+        throw ConfigError("checkpoint '" + path + "' has " + std::to_string(saved.frozen_prefix) +
+                          " frozen blocks; resume it with the same freeze.policy");
+      // The layout the parts were written in, before loading them.
+      set_frozen_blocks(static_cast<int>(saved.frozen_prefix));
+      apply_layout(static_cast<int>(saved.pipeline_stages), {});
+    }
+    if (freeze_) {
+      FreezeState restored;
+      restored.decisions = static_cast<int>(saved.freeze_decisions);
+      restored.frozen = static_cast<int>(saved.frozen_prefix);
+      restored.bound = saved.freeze_bound;
+      freeze_->restore(restored);
     }
     const std::string differences =
         architecture_differences(checkpoint->model_config, hf_config_json(model_->spec()));
@@ -404,6 +426,140 @@ void Trainer::resume_from(const std::string& path_or_auto) {
   if (!candidates.empty())
     throw IoError("checkpoint.dir '" + config_.checkpoint.dir + "': none of the " +
                   std::to_string(candidates.size()) + " checkpoints could be loaded (see the warnings above)");
+}
+
+
+std::vector<double> Trainer::balance_costs_for(int frozen_blocks) const {
+  std::vector<SubLayerCost> records;
+  for (const auto& sublayer : model_->sublayers()) {
+    SubLayerCost cost;
+    cost.name = sublayer->display_name();
+    cost.parameters = sublayer->parameter_count();
+    records.push_back(cost);
+  }
+  records = with_frozen_blocks(std::move(records), frozen_blocks);
+  CostModelOptions options;
+  options.basis = CostBasis::kParameters;
+  options.frozen_cost_factor = config_.autopipe.frozen_cost;
+  return balance_costs(records, options);
+}
+
+int Trainer::partition_method() const {
+  return static_cast<int>(partition_method_from_string(config_.autopipe.partition, "autopipe.partition"));
+}
+
+void Trainer::set_frozen_blocks(int frozen_blocks) {
+  frozen_blocks_ = frozen_blocks;
+  const size_t frozen = static_cast<size_t>(frozen_sublayer_count(frozen_blocks));
+  for (size_t j = 0; j < model_->num_sublayers(); ++j)
+    for (auto& [name, p] : model_->sublayer(j).hf_parameters()) {
+      p.requires_grad_(j >= frozen);
+      if (j < frozen) p.mutable_grad() = torch::Tensor();
+    }
+}
+
+void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor>& optimizer_state) {
+  // Old executor and buckets hold the old groups: release them first.
+  buckets_.reset();
+  executor_.reset();
+  if (!groups_ || groups_->stages() != stages) {
+    groups_.reset();
+    groups_ = std::make_unique<ProcessGroups>(*world_, stages);
+  }
+  const int pinned = frozen_sublayer_count(frozen_blocks_);
+  const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks_), stages,
+                                            static_cast<PartitionMethod>(partition_method()), pinned);
+  stage_ranges_.clear();
+  for (const Stage& stage : plan)
+    stage_ranges_.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
+  std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
+  // M: the configured count at the configured K; after a compression the
+  // AutoPipe default for the new K and per-pipeline batch.
+  const int64_t pipeline_batch = config_.train.batch_size / groups_->replicas();
+  micro_batch_count_ = stages == config_.parallel.pipeline_stages
+                           ? config_.parallel.micro_batches
+                           : default_micro_batches(stages, pipeline_batch);
+  executor_ = std::make_unique<StageExecutor>(*model_, stage_begin_, stage_end_, groups_->pipeline(), *task_,
+                                              comm_timeout(config_), static_cast<size_t>(pinned));
+  buckets_ = std::make_unique<GradientBuckets>(model_->sublayers(), stage_begin_, stage_end_,
+                                               groups_->stage_dp(),
+                                               static_cast<int64_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0));
+  NamedTensors trainable;
+  for (auto& [name, tensor] : stage_parameters())
+    if (tensor.requires_grad()) trainable.emplace_back(name, tensor);
+  optimizer_ = make_optimizer(config_.train, std::move(trainable));
+  if (!optimizer_state.empty()) {
+    std::map<std::string, torch::Tensor> mine;
+    for (const auto& [name, p] : optimizer_->parameters())
+      for (const std::string& slot : optimizer_->slot_names()) {
+        auto it = optimizer_state.find(name + "/" + slot);
+        if (it != optimizer_state.end()) mine.emplace(it->first, it->second);
+      }
+    optimizer_->load_state(mine, "the state moved between layouts");
+  }
+  state_->frozen_prefix = frozen_blocks_;
+  state_->pipeline_stages = stages;
+  state_->micro_batches = micro_batch_count_;
+  if (is_rank0()) {
+    spdlog::info("[pipeline] {} over {} ranks, {} schedule, {} micro-batches, {} frozen blocks; stages: {}",
+                 layout_text(stages, groups_->replicas()), world_->size(), config_.parallel.schedule,
+                 micro_batch_count_, frozen_blocks_, describe(plan));
+  }
+}
+
+void Trainer::decide_freeze(const char* when) {
+  if (!freeze_) return;
+  // Per-block statistics of every stage (replica 0 reports; the replicas agree).
+  const std::vector<double>& local = grad_tracker_->squared_sums();
+  torch::Tensor sums = torch::tensor(local, torch::kDouble);
+  world_->all_reduce(sums);
+  const std::vector<double> totals(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel());
+  const std::vector<double> norms = rms_block_norms(totals, grad_tracker_->steps());
+  grad_tracker_->reset();
+  const int before = frozen_blocks_;
+  const int after = freeze_->decide(norms);
+  state_->freeze_decisions = freeze_->state().decisions;
+  state_->freeze_bound = freeze_->state().bound;
+  if (after == before) {
+    if (is_rank0())
+      spdlog::info("[freeze] decision {} ({}): {} of {} blocks stay frozen", freeze_->state().decisions, when,
+                   before, num_blocks_);
+    return;
+  }
+  const auto started = Clock::now();
+  CompressionOptions compression;
+  compression.method = static_cast<PartitionMethod>(partition_method());
+  if (config_.autopipe.compression == "divisors")
+    for (int k = 1; k <= world_->size(); ++k)
+      if (world_->size() % k == 0) compression.allowed_stage_counts.push_back(k);
+  const int stages_before = groups_->stages();
+  const CompressionResult compressed =
+      compress_stage_count(balance_costs_for(after), frozen_sublayer_count(after), stages_before,
+                           reference_max_cost_, compression);
+  // AutoDP: everyone receives the current state, then takes its new part.
+  std::set<std::string> optimized;
+  for (size_t j = static_cast<size_t>(frozen_sublayer_count(before)); j < model_->num_sublayers(); ++j)
+    for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) optimized.insert(name);
+  std::map<std::string, torch::Tensor> moved;
+  for (auto& [name, tensor] : optimizer_->state()) moved[name] = tensor;
+  const ReplicationStats stats =
+      replicate_training_state(*world_, *model_, stage_ranges_, optimized, optimizer_->slot_names(), moved);
+  set_frozen_blocks(after);
+  apply_layout(compressed.stages, moved);
+  const double seconds = seconds_since(started);
+  metrics_->emit("transition", {{"epoch", state_->epoch},
+                                {"step", state_->step},
+                                {"frozen_blocks", static_cast<int64_t>(after)},
+                                {"stages", static_cast<int64_t>(groups_->stages())},
+                                {"replicas", static_cast<int64_t>(groups_->replicas())},
+                                {"micro_batches", micro_batch_count_},
+                                {"seconds", seconds},
+                                {"bytes_moved", stats.bytes}});
+  if (is_rank0())
+    spdlog::info("[freeze] decision {} ({}): frozen blocks {} -> {} of {}; stages {} -> {}, replicas {}; "
+                 "moved {:.1f} MiB in {:.3f} s",
+                 freeze_->state().decisions, when, before, after, num_blocks_, stages_before, groups_->stages(),
+                 groups_->replicas(), stats.bytes / 1048576.0, seconds);
 }
 
 std::string Trainer::save_checkpoint() {
@@ -506,6 +662,20 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
   pipeline_wait_seconds_ += executor_->last_wait_seconds();
   buckets_->finish(comm_timeout(config_));
+  if (grad_tracker_) {
+    // Per-block squared gradient norms for the freeze rule (replica 0 reports).
+    std::vector<double> block_squares(static_cast<size_t>(num_blocks_), 0.0);
+    if (groups_->replica() == 0) {
+      torch::NoGradGuard no_grad;
+      for (size_t j = stage_begin_; j < stage_end_; ++j) {
+        const int64_t block = model_->sublayer(j).block();
+        if (block < 0) continue;
+        for (const auto& [name, p] : model_->sublayer(j).hf_parameters())
+          if (p.grad().defined()) block_squares[block] += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+      }
+    }
+    grad_tracker_->add_step(block_squares);
+  }
 
   // One world all-reduce: the loss of every pipeline, the squared gradient
   // norm of every stage (counted once, from replica 0) and stop requests.
@@ -661,6 +831,8 @@ TrainResult Trainer::run(const RunLimits& limits) {
   while (!stop && state_->epoch < config_.train.epochs && state_->step < total_steps_) {
     sampler_->set_state({state_->epoch, state_->sampler_position});
     bool evaluated_this_epoch = false;
+    const auto epoch_start = Clock::now();
+    int64_t epoch_samples = 0;
     for (std::vector<int64_t> indices = sampler_->next_batch(); !indices.empty();
          indices = sampler_->next_batch()) {
       const int64_t rows = static_cast<int64_t>(indices.size());
@@ -672,6 +844,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
       window_loss += loss;
       ++window_steps;
       window_samples += rows;
+      epoch_samples += rows;
       result.train_loss = loss;
 
       if (state_->step % config_.train.log_every_steps == 0 || state_->step == total_steps_) {
@@ -688,6 +861,10 @@ TrainResult Trainer::run(const RunLimits& limits) {
       metrics_->progress(state_->sampler_position / config_.train.batch_size, steps_per_epoch_,
                          "epoch " + std::to_string(state_->epoch) + " loss " + std::to_string(loss));
 
+      if (config_.freeze.every_steps > 0 && state_->step % config_.freeze.every_steps == 0 &&
+          state_->step < total_steps_) {
+        decide_freeze("step cadence");
+      }
       if (config_.eval.every_steps > 0 && state_->step % config_.eval.every_steps == 0) {
         run_eval("step cadence");
         evaluated_this_epoch = sampler_->epoch_finished();
@@ -707,6 +884,8 @@ TrainResult Trainer::run(const RunLimits& limits) {
         result.steps = state_->step;
         result.epochs_completed = state_->epoch;
         result.train_seconds = seconds_since(start);
+        result.pipeline_seconds = pipeline_seconds_;
+        result.pipeline_wait_seconds = pipeline_wait_seconds_;
         return result;
       }
       if (stop || state_->step >= total_steps_) break;
@@ -716,10 +895,17 @@ TrainResult Trainer::run(const RunLimits& limits) {
       break;  // max_steps ended the run inside an epoch
     }
     // Epoch complete.
+    const double epoch_seconds = seconds_since(epoch_start);
     ++state_->epoch;
     state_->sampler_position = 0;
-    metrics_->emit("epoch", {{"epoch", state_->epoch}, {"step", state_->step},
-                             {"train_loss", result.train_loss}});
+    metrics_->emit("epoch", {{"epoch", state_->epoch},
+                             {"step", state_->step},
+                             {"train_loss", result.train_loss},
+                             {"frozen_blocks", static_cast<int64_t>(frozen_blocks_)},
+                             {"stages", static_cast<int64_t>(groups_->stages())},
+                             {"replicas", static_cast<int64_t>(groups_->replicas())},
+                             {"samples_per_sec", epoch_seconds > 0 ? epoch_samples / epoch_seconds : 0.0}});
+    if (config_.freeze.every_steps == 0 && state_->step < total_steps_) decide_freeze("epoch boundary");
     if (config_.eval.every_epochs > 0 && state_->epoch % config_.eval.every_epochs == 0 && !evaluated_this_epoch) {
       run_eval("epoch cadence");
     }

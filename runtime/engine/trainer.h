@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,8 @@
 namespace pipet {
 
 class BatchPrefetcher;
+class FreezePolicy;
+class GradientNormTracker;
 class Dataset;
 class EpochSampler;
 class LrSchedule;
@@ -102,6 +105,16 @@ class Trainer {
   void resume_from(const std::string& path_or_auto);
   std::string save_checkpoint();
   void gather_model_to_rank0();
+  // Elastic pipelining (freeze -> AutoPipe -> AutoDP).
+  std::vector<double> balance_costs_for(int frozen_blocks) const;
+  int partition_method() const;  // PartitionMethod, as int to keep autopipe out of this header
+  void set_frozen_blocks(int frozen_blocks);
+  // (Re)builds groups, partition, executor, buckets, micro-batch count and
+  // the optimizer over this stage's trainable parameters, restoring its
+  // state from `optimizer_state` (may be empty).
+  void apply_layout(int stages, const std::map<std::string, torch::Tensor>& optimizer_state);
+  // A freeze decision; on a change of f, the transition. `when` for logs.
+  void decide_freeze(const char* when);
   NamedTensors stage_parameters() const;
   bool is_rank0() const;
   bool update_early_stop(const EvalResult& result);
@@ -114,6 +127,11 @@ class Trainer {
   size_t stage_begin_ = 0;
   size_t stage_end_ = 0;
   int64_t micro_batch_count_ = 1;
+  std::unique_ptr<FreezePolicy> freeze_;
+  std::unique_ptr<GradientNormTracker> grad_tracker_;
+  int num_blocks_ = 0;
+  int frozen_blocks_ = 0;
+  double reference_max_cost_ = 0.0;
   int64_t fault_step_ = -1;  // PIPET_FAULT_INJECTION: fail this rank at this step
   double pipeline_seconds_ = 0.0;
   double pipeline_wait_seconds_ = 0.0;

@@ -1,0 +1,228 @@
+// Elastic pipelining under mpirun (np 4): freezing compresses the pipeline
+// and regroups the freed ranks into replicas, live. A transition moves state
+// without changing it; a whole run goes K 4 -> 2 -> 1 with R 1 -> 2 -> 4,
+// learns as well as the run without freezing, and resumes after a transition.
+#include "tests/mpi/mpi_test_env.h"
+
+#include "runtime/comm/communicator.h"
+#include "runtime/comm/mpi_communicator.h"
+#include "runtime/comm/process_groups.h"
+#include "runtime/engine/checkpoint.h"
+#include "runtime/core/config.h"
+#include "runtime/core/files.h"
+#include "runtime/core/safetensors_torch.h"
+#include "runtime/engine/trainer.h"
+#include "runtime/model/model.h"
+#include "tests/support/temp_dir.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace pipet {
+namespace {
+
+using pipet::testing::TempDir;
+
+Communicator& world() {
+  static std::unique_ptr<MpiCommunicator> comm = make_world_communicator(test_runtime());
+  return *comm;
+}
+
+class SharedDir {
+ public:
+  SharedDir() {
+    if (world().rank() == 0) own_ = std::make_unique<TempDir>();
+    const std::string path = own_ ? own_->path() : std::string();
+    torch::Tensor bytes = torch::zeros({256}, torch::kUInt8);
+    std::memcpy(bytes.data_ptr(), path.data(), std::min<size_t>(path.size(), 255));
+    world().broadcast(bytes);
+    path_ = std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
+  }
+  ~SharedDir() { world().barrier(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::unique_ptr<TempDir> own_;
+  std::string path_;
+};
+
+TrainConfig elastic_run(const std::string& out) {
+  TrainConfig c;
+  c.model.preset = "vit-tiny";  // 4 blocks: 10 sub-layers
+  c.model.hidden_dropout = 0.0;
+  c.model.attention_dropout = 0.0;
+  c.data.dataset = "synthetic-image";
+  c.data.train_samples = 1024;
+  c.data.eval_samples = 128;
+  c.train.batch_size = 32;
+  c.train.epochs = 5;
+  c.train.optimizer = "adamw";
+  c.train.lr = 2e-3;
+  c.train.log_every_steps = 4;
+  c.eval.every_epochs = 1;
+  c.runtime.threads = 1;
+  c.output.dir = out;
+  c.output.export_model = true;
+  c.parallel.pipeline_stages = 4;
+  c.parallel.micro_batches = 4;
+  c.parallel.schedule = "1f1b";
+  // The bound alone with alpha 1/2 over 4 blocks, after one warm-up
+  // decision and capped at 3 blocks: 0, 2, 3, 3 frozen after epochs 1-4.
+  c.freeze.policy = "schedule";
+  c.freeze.alpha = 0.5;
+  c.freeze.warmup_decisions = 1;
+  c.freeze.max_fraction = 0.75;
+  c.autopipe.frozen_cost = 0.0;
+  return c;
+}
+
+std::vector<nlohmann::json> events(const std::string& metrics_file, const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  std::istringstream lines(read_file(metrics_file));
+  for (std::string line; std::getline(lines, line);) {
+    nlohmann::json event = nlohmann::json::parse(line);
+    if (event.at("event") == kind) out.push_back(event);
+  }
+  return out;
+}
+
+// Every tensor of every rank's part of checkpoint `step` (replicas agree, so
+// the first copy of a name is kept).
+std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& dir, int64_t step,
+                                                        const std::string& file) {
+  std::map<std::string, torch::Tensor> out;
+  char name[64];
+  std::snprintf(name, sizeof(name), "step-%010lld", static_cast<long long>(step));
+  for (int rank = 0; rank < 4; ++rank) {
+    char rank_dir[32];
+    std::snprintf(rank_dir, sizeof(rank_dir), "rank-%05d", rank);
+    for (auto& [key, tensor] : load_safetensors(dir + "/" + rank_dir + "/" + name + "/" + file))
+      out.emplace(key, tensor.clone());
+  }
+  return out;
+}
+
+TEST(ElasticEngine, ATransitionMovesStateWithoutChangingIt) {
+  SharedDir dir;
+  // Same 4 steps twice; in the first, a manual freeze at step 4 compresses
+  // 4 stages to fewer and the checkpoint of step 4 is written after it.
+  auto config = [&](const std::string& name, bool freeze) {
+    TrainConfig c = elastic_run(dir.path() + "/" + name);
+    c.train.epochs = 1;
+    c.train.max_steps = 8;
+    c.eval.every_epochs = 0;
+    c.checkpoint.dir = dir.path() + "/" + name + "-checkpoints";
+    c.checkpoint.every_steps = 4;
+    c.checkpoint.every_epochs = 0;
+    c.freeze.policy = freeze ? "manual" : "none";
+    c.freeze.manual = freeze ? std::vector<double>{2} : std::vector<double>{};
+    c.freeze.every_steps = freeze ? 4 : 0;
+    c.freeze.warmup_decisions = 0;
+    c.freeze.max_fraction = 1.0;
+    return c;
+  };
+  const TrainConfig moved = config("moved", true);
+  const TrainConfig still = config("still", false);
+  for (const TrainConfig* c : {&moved, &still}) {
+    Trainer trainer(*c, &world());
+    trainer.run(RunLimits{4});
+  }
+  if (world().rank() == 0) {
+    const auto transitions = events(moved.output.dir + "/metrics.jsonl", "transition");
+    ASSERT_EQ(transitions.size(), 1u);
+    EXPECT_EQ(transitions[0].at("frozen_blocks"), 2);
+    EXPECT_LT(transitions[0].at("stages").get<int>(), 4);
+    const auto before_model = checkpoint_tensors(still.checkpoint.dir, 4, "model.safetensors");
+    const auto after_model = checkpoint_tensors(moved.checkpoint.dir, 4, "model.safetensors");
+    ASSERT_EQ(after_model.size(), before_model.size()) << "every parameter has one owner after the move";
+    for (const auto& [name, tensor] : before_model)
+      EXPECT_TRUE(torch::equal(after_model.at(name), tensor)) << name << " changed in the transition";
+    const auto before_state = checkpoint_tensors(still.checkpoint.dir, 4, "optimizer.safetensors");
+    const auto after_state = checkpoint_tensors(moved.checkpoint.dir, 4, "optimizer.safetensors");
+    size_t compared = 0;
+    for (const auto& [name, tensor] : after_state) {
+      ASSERT_TRUE(before_state.count(name)) << name;
+      EXPECT_TRUE(torch::equal(tensor, before_state.at(name))) << name << " changed in the transition";
+      ++compared;
+    }
+    // Frozen blocks drop their optimizer state; every active parameter keeps it.
+    EXPECT_GT(compared, 0u);
+    EXPECT_LT(compared, before_state.size());
+  }
+}
+
+TEST(ElasticEngine, FreezingCompressesThePipelineLearnsAsWellAndResumes) {
+  SharedDir dir;
+  TrainConfig frozen = elastic_run(dir.path() + "/frozen");
+  frozen.checkpoint.dir = dir.path() + "/checkpoints";
+  frozen.checkpoint.every_epochs = 1;
+  frozen.checkpoint.keep = 5;
+  TrainResult with_freezing;
+  {
+    Trainer trainer(frozen, &world());
+    with_freezing = trainer.run();
+  }
+  TrainConfig plain = elastic_run(dir.path() + "/plain");
+  plain.freeze.policy = "none";
+  TrainResult without;
+  {
+    Trainer trainer(plain, &world());
+    without = trainer.run();
+  }
+  ASSERT_TRUE(with_freezing.eval.has_value());
+  ASSERT_TRUE(without.eval.has_value());
+  const double accuracy_frozen = with_freezing.eval->metric("accuracy");
+  const double accuracy_plain = without.eval->metric("accuracy");
+  EXPECT_GT(accuracy_plain, 0.8) << "the reference run must learn for the comparison to mean anything";
+  EXPECT_GE(accuracy_frozen, accuracy_plain - 0.01);
+  if (world().rank() == 0) {
+    const auto epochs = events(frozen.output.dir + "/metrics.jsonl", "epoch");
+    ASSERT_EQ(epochs.size(), 5u);
+    std::vector<int> stages, replicas;
+    for (const auto& transition : events(frozen.output.dir + "/metrics.jsonl", "transition")) {
+      stages.push_back(transition.at("stages"));
+      replicas.push_back(transition.at("replicas"));
+    }
+    EXPECT_EQ(stages, (std::vector<int>{2, 1}));
+    EXPECT_EQ(replicas, (std::vector<int>{2, 4}));
+  }
+  // Resume from the checkpoint of epoch 2, written after the first
+  // transition: f, K and R come back.
+  TrainConfig resumed = frozen;
+  resumed.output.dir = dir.path() + "/resumed";
+  resumed.train.epochs = 5;
+  {
+    // Drop the checkpoints after step 64 (epoch 2).
+    world().barrier();
+    if (world().rank() == 0) {
+      for (const char* step : {"0000000096", "0000000128", "0000000160"}) {
+        std::filesystem::remove(frozen.checkpoint.dir + "/manifest-step-" + step + ".json");
+        for (int rank = 0; rank < 4; ++rank) {
+          char rank_dir[64];
+          std::snprintf(rank_dir, sizeof(rank_dir), "/rank-%05d/step-%s", rank, step);
+          std::filesystem::remove_all(frozen.checkpoint.dir + rank_dir);
+        }
+      }
+    }
+    world().barrier();
+    Trainer trainer(resumed, &world());
+    EXPECT_EQ(trainer.state().step, 64);
+    EXPECT_EQ(trainer.state().frozen_prefix, 2);
+    EXPECT_EQ(trainer.groups().stages(), 2);
+    EXPECT_EQ(trainer.groups().replicas(), 2);
+    const TrainResult result = trainer.run();
+    ASSERT_TRUE(result.eval.has_value());
+    EXPECT_DOUBLE_EQ(result.eval->metric("accuracy"), accuracy_frozen)
+        << "the resumed run must end where the uninterrupted one ended";
+  }
+}
+
+}  // namespace
+}  // namespace pipet
