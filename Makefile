@@ -4,6 +4,8 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CONFIG ?= examples/vit-tiny-synthetic.json
+DEMO_CONFIG ?= examples/vit-tiny-elastic.json
+DEMO_RANKS ?= 4
 BIN := $(BUILD_DIR)/runtime/app/pipetransformer
 
 .PHONY: setup configure build test demo bench docs clean
@@ -24,8 +26,11 @@ test: build
 	cd $(BUILD_DIR) && OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j $(JOBS) --timeout 600
 
 # The main job on built-in synthetic data.
+# The main job: 4 ranks under mpirun, pipeline of 4 stages that compresses as
+# blocks freeze (single process: `$(BIN) train --config $(CONFIG)`).
 demo: build
-	$(BIN) train --config $(CONFIG) --output output/demo
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np $(DEMO_RANKS) --oversubscribe \
+	  --mca btl self,vader $(BIN) train --config $(DEMO_CONFIG) --output output/demo
 
 bench: build
 	bash benchmarks/run_step_time.sh $(BUILD_DIR)

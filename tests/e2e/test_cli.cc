@@ -75,6 +75,18 @@ TEST(Cli, ConfigurationReferenceInDocsIsCurrent) {
       << "docs/configuration.md is out of date: run `make docs`";
 }
 
+// The shipped recipes stay valid as the schema changes.
+TEST(Cli, EveryExampleConfigValidates) {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(PIPET_SOURCE_DIR) + "/examples")) {
+    if (entry.path().extension() != ".json") continue;
+    const ProcessResult r = cli({"config", "--validate", entry.path().string()});
+    EXPECT_EQ(r.exit_code, 0) << entry.path() << ": " << all_output(r);
+    ++checked;
+  }
+  EXPECT_GE(checked, 7);
+}
+
 TEST(Cli, ValidateReportsUnknownKeyWithSuggestion) {
   TempDir dir;
   testing::write_text(dir.file("bad.json"), R"({"train": {"lrr": 0.1}})");
