@@ -6,71 +6,135 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 
 namespace pipet {
 
-ReplicationStats replicate_training_state(Communicator& world, TransformerModel& model,
-                                          const std::vector<std::pair<size_t, size_t>>& ranges,
-                                          const std::set<std::string>& optimized,
-                                          const std::vector<std::string>& slots,
-                                          std::map<std::string, torch::Tensor>& optimizer_state) {
-  const auto started = std::chrono::steady_clock::now();
-  torch::NoGradGuard no_grad;
-  ReplicationStats stats;
-  if (static_cast<int>(ranges.size()) > world.size())
-    throw CommError("replicating training state: " + std::to_string(ranges.size()) +
-                    " stages but only " + std::to_string(world.size()) + " ranks");
-  for (size_t stage = 0; stage < ranges.size(); ++stage) {
-    const int root = static_cast<int>(stage);
-    const bool owner = world.rank() == root;
-    // The stage's tensors in a fixed order every rank derives alike:
-    // parameter, then its slots, sub-layer by sub-layer.
-    std::vector<torch::Tensor> targets;
-    std::vector<std::string> state_keys;  // "" for a parameter
-    for (size_t j = ranges[stage].first; j < ranges[stage].second; ++j) {
-      for (auto& [name, parameter] : model.sublayer(j).hf_parameters()) {
-        targets.push_back(parameter);
-        state_keys.emplace_back();
-        if (!optimized.count(name)) continue;
-        for (const std::string& slot : slots) {
-          const std::string key = name + "/" + slot;
-          torch::Tensor value;
-          auto it = optimizer_state.find(key);
-          if (owner && it != optimizer_state.end()) {
-            value = it->second;
-          } else {
-            value = slot == "step" ? torch::zeros({}, torch::kInt64) : torch::zeros_like(parameter);
-          }
-          optimizer_state[key] = value;
-          targets.push_back(value);
-          state_keys.push_back(key);
-        }
+namespace {
+
+constexpr int kTransferTag = 31;
+
+std::pair<size_t, size_t> range_of(const OwnershipLayout& layout, int rank) {
+  const auto [begin, end] = layout.ranges.at(static_cast<size_t>(rank % layout.stages));
+  // Stage 0 also holds the frozen prefix (it is the start of its range).
+  return {begin, end};
+}
+
+bool holds(const OwnershipLayout& layout, int rank, size_t sublayer) {
+  const auto [begin, end] = range_of(layout, rank);
+  return sublayer >= begin && sublayer < end;
+}
+
+// The rank that sends sub-layer j to `receiver`: the holder of j in the
+// receiver's own replica of the old layout.
+int sender_of(const OwnershipLayout& before, int receiver, size_t sublayer) {
+  int stage = -1;
+  for (int s = 0; s < before.stages; ++s)
+    if (sublayer >= before.ranges[s].first && sublayer < before.ranges[s].second) stage = s;
+  if (stage < 0) throw ModelError("sub-layer " + std::to_string(sublayer) + " has no owner in the old layout");
+  return (receiver / before.stages) * before.stages + stage;
+}
+
+// What travels for sub-layer j: its parameters, then the slots of each
+// parameter when j stays trainable. `state` supplies (sender) or receives
+// (receiver) the slot tensors.
+void collect(TransformerModel& model, size_t sublayer, bool with_state, const std::vector<std::string>& slots,
+             std::map<std::string, torch::Tensor>& state, bool sender, std::vector<torch::Tensor>& out) {
+  for (auto& [name, parameter] : model.sublayer(sublayer).hf_parameters()) {
+    out.push_back(parameter);
+    if (!with_state) continue;
+    for (const std::string& slot : slots) {
+      const std::string key = name + "/" + slot;
+      auto it = state.find(key);
+      torch::Tensor value;
+      if (sender && it != state.end()) {
+        value = it->second;
+      } else {
+        value = slot == "step" ? torch::zeros({}, torch::kInt64) : torch::zeros_like(parameter);
+        if (!sender) state[key] = value;
       }
-    }
-    int64_t total = 0;
-    for (const torch::Tensor& t : targets) total += static_cast<int64_t>(t.nbytes());
-    torch::Tensor packed = torch::empty({total}, torch::kUInt8);
-    if (owner) {
-      int64_t offset = 0;
-      for (const torch::Tensor& t : targets) {
-        const torch::Tensor source = t.contiguous();
-        std::memcpy(packed.data_ptr<uint8_t>() + offset, source.data_ptr(), source.nbytes());
-        offset += static_cast<int64_t>(source.nbytes());
-      }
-    }
-    world.broadcast(packed, BroadcastOptions{root});
-    stats.bytes += total;
-    if (owner) continue;
-    int64_t offset = 0;
-    for (size_t i = 0; i < targets.size(); ++i) {
-      torch::Tensor& t = targets[i];
-      const int64_t bytes = static_cast<int64_t>(t.nbytes());
-      torch::Tensor view = torch::from_blob(packed.data_ptr<uint8_t>() + offset, t.sizes(),
-                                            t.options().device(torch::kCPU));
-      t.copy_(view);
-      offset += bytes;
+      out.push_back(value);
     }
   }
+}
+
+int64_t total_bytes(const std::vector<torch::Tensor>& tensors) {
+  int64_t total = 0;
+  for (const torch::Tensor& t : tensors) total += static_cast<int64_t>(t.nbytes());
+  return total;
+}
+
+}  // namespace
+
+TransferStats move_training_state(Communicator& world, TransformerModel& model,
+                                  const OwnershipLayout& before, const OwnershipLayout& after,
+                                  const std::vector<std::string>& slots,
+                                  std::map<std::string, torch::Tensor>& optimizer_state) {
+  const auto started = std::chrono::steady_clock::now();
+  torch::NoGradGuard no_grad;
+  const int ranks = world.size();
+  const int me = world.rank();
+  if (before.stages < 1 || after.stages < 1 || ranks % before.stages != 0 || ranks % after.stages != 0 ||
+      static_cast<int>(before.ranges.size()) != before.stages ||
+      static_cast<int>(after.ranges.size()) != after.stages)
+    throw ModelError("moving training state: layouts of " + std::to_string(before.stages) + " and " +
+                     std::to_string(after.stages) + " stages do not fit " + std::to_string(ranks) + " ranks");
+
+  // Every rank derives the same plan: for each receiver, the sub-layers it
+  // newly holds, grouped by sender.
+  std::map<int, std::vector<size_t>> to_send;     // receiver -> sub-layers
+  std::map<int, std::vector<size_t>> to_receive;  // sender -> sub-layers
+  for (int receiver = 0; receiver < ranks; ++receiver) {
+    const auto [begin, end] = range_of(after, receiver);
+    for (size_t j = begin; j < end; ++j) {
+      if (holds(before, receiver, j)) continue;
+      const int sender = sender_of(before, receiver, j);
+      if (sender == me) to_send[receiver].push_back(j);
+      if (receiver == me) to_receive[sender].push_back(j);
+    }
+  }
+
+  TransferStats stats;
+  std::vector<std::unique_ptr<Work>> sends;
+  for (const auto& [receiver, sublayers] : to_send) {
+    std::vector<torch::Tensor> tensors;
+    for (size_t j : sublayers)
+      collect(model, j, j >= after.frozen_end, slots, optimizer_state, /*sender=*/true, tensors);
+    torch::Tensor packed = torch::empty({total_bytes(tensors)}, torch::kUInt8);
+    int64_t offset = 0;
+    for (const torch::Tensor& t : tensors) {
+      const torch::Tensor source = t.contiguous();
+      std::memcpy(packed.data_ptr<uint8_t>() + offset, source.data_ptr(), source.nbytes());
+      offset += static_cast<int64_t>(source.nbytes());
+    }
+    stats.bytes_sent += packed.numel();
+    ++stats.messages_sent;
+    sends.push_back(world.send_async(packed, receiver, kTransferTag));
+  }
+  for (const auto& [sender, sublayers] : to_receive) {
+    std::vector<torch::Tensor> tensors;
+    for (size_t j : sublayers)
+      collect(model, j, j >= after.frozen_end, slots, optimizer_state, /*sender=*/false, tensors);
+    torch::Tensor packed = torch::empty({total_bytes(tensors)}, torch::kUInt8);
+    world.recv(packed, sender, kTransferTag);
+    int64_t offset = 0;
+    for (torch::Tensor& t : tensors) {
+      t.copy_(torch::from_blob(packed.data_ptr<uint8_t>() + offset, t.sizes(), t.options().device(torch::kCPU)));
+      offset += static_cast<int64_t>(t.nbytes());
+    }
+  }
+  for (auto& work : sends) work->wait(world.default_timeout());
+
+  // Keep exactly the state of the new range's trainable parameters.
+  std::map<std::string, torch::Tensor> kept;
+  const auto [begin, end] = range_of(after, me);
+  for (size_t j = std::max(begin, after.frozen_end); j < end; ++j)
+    for (const auto& [name, parameter] : model.sublayer(j).hf_parameters())
+      for (const std::string& slot : slots) {
+        auto it = optimizer_state.find(name + "/" + slot);
+        if (it != optimizer_state.end()) kept.emplace(it->first, it->second);
+      }
+  optimizer_state = std::move(kept);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return stats;
 }

@@ -458,6 +458,15 @@ void Trainer::set_frozen_blocks(int frozen_blocks) {
     }
 }
 
+std::vector<std::pair<size_t, size_t>> Trainer::plan_ranges(int stages, int frozen_blocks) const {
+  const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks), stages,
+                                            static_cast<PartitionMethod>(partition_method()),
+                                            frozen_sublayer_count(frozen_blocks));
+  std::vector<std::pair<size_t, size_t>> ranges;
+  for (const Stage& stage : plan) ranges.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
+  return ranges;
+}
+
 void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor>& optimizer_state) {
   // Old executor and buckets hold the old groups: release them first.
   buckets_.reset();
@@ -469,9 +478,7 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
   const int pinned = frozen_sublayer_count(frozen_blocks_);
   const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks_), stages,
                                             static_cast<PartitionMethod>(partition_method()), pinned);
-  stage_ranges_.clear();
-  for (const Stage& stage : plan)
-    stage_ranges_.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
+  stage_ranges_ = plan_ranges(stages, frozen_blocks_);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
   // M: the configured count at the configured K; after a compression the
   // AutoPipe default for the new K and per-pipeline batch.
@@ -536,14 +543,17 @@ void Trainer::decide_freeze(const char* when) {
   const CompressionResult compressed =
       compress_stage_count(balance_costs_for(after), frozen_sublayer_count(after), stages_before,
                            reference_max_cost_, compression);
-  // AutoDP: everyone receives the current state, then takes its new part.
-  std::set<std::string> optimized;
-  for (size_t j = static_cast<size_t>(frozen_sublayer_count(before)); j < model_->num_sublayers(); ++j)
-    for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) optimized.insert(name);
+  // AutoDP: each rank receives what its new range needs from its old replica.
+  OwnershipLayout old_layout{stages_before, stage_ranges_, static_cast<size_t>(frozen_sublayer_count(before))};
+  OwnershipLayout new_layout{compressed.stages, plan_ranges(compressed.stages, after),
+                             static_cast<size_t>(frozen_sublayer_count(after))};
   std::map<std::string, torch::Tensor> moved;
   for (auto& [name, tensor] : optimizer_->state()) moved[name] = tensor;
-  const ReplicationStats stats =
-      replicate_training_state(*world_, *model_, stage_ranges_, optimized, optimizer_->slot_names(), moved);
+  const TransferStats transfer =
+      move_training_state(*world_, *model_, old_layout, new_layout, optimizer_->slot_names(), moved);
+  torch::Tensor sent = torch::tensor({static_cast<double>(transfer.bytes_sent)}, torch::kDouble);
+  world_->all_reduce(sent);
+  const int64_t bytes_moved = static_cast<int64_t>(sent.item<double>());
   set_frozen_blocks(after);
   apply_layout(compressed.stages, moved);
   const double seconds = seconds_since(started);
@@ -554,12 +564,12 @@ void Trainer::decide_freeze(const char* when) {
                                 {"replicas", static_cast<int64_t>(groups_->replicas())},
                                 {"micro_batches", micro_batch_count_},
                                 {"seconds", seconds},
-                                {"bytes_moved", stats.bytes}});
+                                {"bytes_moved", bytes_moved}});
   if (is_rank0())
     spdlog::info("[freeze] decision {} ({}): frozen blocks {} -> {} of {}; stages {} -> {}, replicas {}; "
                  "moved {:.1f} MiB in {:.3f} s",
                  freeze_->state().decisions, when, before, after, num_blocks_, stages_before, groups_->stages(),
-                 groups_->replicas(), stats.bytes / 1048576.0, seconds);
+                 groups_->replicas(), bytes_moved / 1048576.0, seconds);
 }
 
 std::string Trainer::save_checkpoint() {

@@ -108,6 +108,7 @@ class Trainer {
   // Elastic pipelining (freeze -> AutoPipe -> AutoDP).
   std::vector<double> balance_costs_for(int frozen_blocks) const;
   int partition_method() const;  // PartitionMethod, as int to keep autopipe out of this header
+  std::vector<std::pair<size_t, size_t>> plan_ranges(int stages, int frozen_blocks) const;
   void set_frozen_blocks(int frozen_blocks);
   // (Re)builds groups, partition, executor, buckets, micro-batch count and
   // the optimizer over this stage's trainable parameters, restoring its
