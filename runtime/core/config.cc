@@ -359,6 +359,27 @@ std::vector<FieldSpec> build_schema() {
             "dividing the rank count).")
           .one_of({"halve", "divisors"}),
 
+      // autocache
+      field(PIPET_CONFIG_FIELD(autocache, mode),
+            "Serve the frozen prefix's output from a node-wide cache: off, on, or auto (enabled "
+            "when reading measures faster than recomputing).")
+          .one_of({"off", "on", "auto"}),
+      field(PIPET_CONFIG_FIELD(autocache, shm_mb), "Shared-memory tier per node in MiB.")
+          .greater_than(0),
+      field(PIPET_CONFIG_FIELD(autocache, disk_dir), "Disk tier directory; empty = no disk tier."),
+      field(PIPET_CONFIG_FIELD(autocache, disk_mb), "Disk tier size in MiB; 0 = no disk tier.")
+          .at_least(0),
+      field(PIPET_CONFIG_FIELD(autocache, dtype),
+            "Stored precision: f32 (bit-exact), bf16 or f16 (half the memory, changes the numerics).")
+          .one_of({"f32", "bf16", "f16"}),
+      field(PIPET_CONFIG_FIELD(autocache, views),
+            "Augmented views cached per sample; 1 = the frozen prefix always sees one fixed view of "
+            "a sample (cheapest, least augmentation).")
+          .at_least(1),
+      field(PIPET_CONFIG_FIELD(autocache, margin), "auto: hysteresis margin on the measured times.")
+          .at_least(0)
+          .below(1),
+
       // runtime
       field(PIPET_CONFIG_FIELD(runtime, threads),
             "Intra-op threads per rank; 0 = cores divided by local ranks.")

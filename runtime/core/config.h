@@ -141,6 +141,17 @@ struct AutoPipeConfig {
   std::string compression = "halve";  // halve (the paper) | divisors (any K dividing the ranks)
 };
 
+// AutoCache: the frozen prefix's output served from a node-wide cache.
+struct AutoCacheConfig {
+  std::string mode = "off";        // off | on | auto (measured, with hysteresis)
+  double shm_mb = 1024.0;          // shared-memory tier per node
+  std::string disk_dir;            // disk tier directory; empty = none
+  double disk_mb = 0.0;            // disk tier size; 0 = none
+  std::string dtype = "f32";       // f32 (bit-exact) | bf16 | f16
+  int64_t views = 1;               // augmented views cached per sample
+  double margin = 0.1;             // auto: hysteresis margin
+};
+
 struct RuntimeConfig {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
   std::string device = "cpu";      // cpu | cuda
@@ -157,6 +168,7 @@ struct TrainConfig {
   ParallelConfig parallel;
   FreezeConfig freeze;
   AutoPipeConfig autopipe;
+  AutoCacheConfig autocache;
   RuntimeConfig runtime;
 };
 
