@@ -358,6 +358,12 @@ std::vector<FieldSpec> build_schema() {
             "Shorter pipelines tried after a freeze: halve (K/2, the paper) or divisors (every K "
             "dividing the rank count).")
           .one_of({"halve", "divisors"}),
+      field(PIPET_CONFIG_FIELD(autopipe, tune_micro_batches),
+            "For each new pipeline length, train a few steps with each candidate micro-batch count "
+            "(K, 2K, 4K, 8K dividing the batch) and keep the fastest."),
+      field(PIPET_CONFIG_FIELD(autopipe, micro_batch_file),
+            "Micro-batch measurements kept for the next run (relative to output.dir unless "
+            "absolute); empty = not kept."),
 
       // autocache
       field(PIPET_CONFIG_FIELD(autocache, mode),

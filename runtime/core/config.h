@@ -139,6 +139,8 @@ struct AutoPipeConfig {
   std::string partition = "optimal";  // optimal | greedy (the paper's)
   double frozen_cost = 1.0 / 6.0;     // lambda_frozen: a frozen sub-layer's cost relative to an active one
   std::string compression = "halve";  // halve (the paper) | divisors (any K dividing the ranks)
+  bool tune_micro_batches = false;    // profile candidate M for each new K, keep the fastest
+  std::string micro_batch_file = "micro_batches.json";  // measurements kept between runs (in output.dir unless absolute)
 };
 
 // AutoCache: the frozen prefix's output served from a node-wide cache.

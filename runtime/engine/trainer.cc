@@ -241,6 +241,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
     }
   }
   // AutoPipe's yardstick: the largest stage of the full model over K0 stages.
+  if (config_.autopipe.tune_micro_batches) load_micro_batch_table();
   reference_max_cost_ = reference_max_stage_cost(balance_costs_for(0), groups_->stages(),
                                                  static_cast<PartitionMethod>(partition_method()));
   apply_layout(groups_->stages(), {});
@@ -512,6 +513,102 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
                  layout_text(stages, groups_->replicas()), world_->size(), config_.parallel.schedule,
                  micro_batch_count_, frozen_blocks_, describe(plan));
   }
+  start_micro_batch_tuning();
+}
+
+namespace {
+constexpr int kTuningSteps = 3;  // per candidate: one warm-up step, then two timed
+}  // namespace
+
+void Trainer::start_micro_batch_tuning() {
+  tuning_queue_.clear();
+  tuning_steps_ = 0;
+  tuning_seconds_ = 0.0;
+  if (!config_.autopipe.tune_micro_batches || !micro_batch_table_) return;
+  const int stages = groups_->stages();
+  const int64_t pipeline_batch = config_.train.batch_size / groups_->replicas();
+  for (int m : micro_batch_table_->unmeasured(stages, pipeline_batch)) tuning_queue_.push_back(m);
+  if (tuning_queue_.empty()) {
+    if (const std::optional<int> best = micro_batch_table_->best(stages)) {
+      micro_batch_count_ = *best;
+      state_->micro_batches = micro_batch_count_;
+      if (is_rank0()) spdlog::info("[autopipe] {} stages: {} micro-batches, the fastest measured", stages, *best);
+    }
+    return;
+  }
+  micro_batch_count_ = tuning_queue_.front();
+}
+
+void Trainer::record_tuning_step(double step_seconds, int64_t rows) {
+  if (tuning_queue_.empty()) return;
+  // The slowest rank sets the pace.
+  torch::Tensor slowest = torch::tensor({step_seconds}, torch::kDouble);
+  world_->all_reduce(slowest, AllReduceOptions{ReduceOp::kMax});
+  if (tuning_steps_ > 0) tuning_seconds_ += slowest.item<double>();
+  if (++tuning_steps_ < kTuningSteps) return;
+  const int stages = groups_->stages();
+  const double samples_per_second = (kTuningSteps - 1) * rows / std::max(tuning_seconds_, 1e-9);
+  micro_batch_table_->record(stages, tuning_queue_.front(), samples_per_second);
+  if (is_rank0())
+    spdlog::info("[autopipe] {} stages, {} micro-batches: {:.1f} samples/s", stages, tuning_queue_.front(),
+                 samples_per_second);
+  tuning_queue_.pop_front();
+  tuning_steps_ = 0;
+  tuning_seconds_ = 0.0;
+  if (!tuning_queue_.empty()) {
+    micro_batch_count_ = tuning_queue_.front();
+    return;
+  }
+  micro_batch_count_ = micro_batch_table_->best(stages).value();
+  state_->micro_batches = micro_batch_count_;
+  if (is_rank0()) {
+    spdlog::info("[autopipe] {} stages: keeping {} micro-batches", stages, micro_batch_count_);
+    save_micro_batch_table();
+  }
+}
+
+void Trainer::load_micro_batch_table() {
+  micro_batch_table_ = std::make_unique<MicroBatchTable>();
+  const std::string path = resolve_in(config_.output.dir, config_.autopipe.micro_batch_file);
+  if (path.empty()) return;
+  // Rank 0 reads (hosts need not share a filesystem) and tells everyone.
+  std::string text;
+  if (is_rank0() && path_exists(path)) text = read_file(path);
+  if (world_->size() > 1) text = broadcast_string(*world_, text, 0);
+  if (text.empty()) return;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    const bool same_run_shape = j.at("model") == model_->spec().preset && j.at("batch_size") == config_.train.batch_size &&
+                                j.at("ranks") == world_->size();
+    if (!same_run_shape) {
+      if (is_rank0()) spdlog::info("[autopipe] {} was measured for another model, batch or rank count; not used", path);
+      return;
+    }
+    for (const auto& [stages, by_m] : j.at("samples_per_second").items())
+      for (const auto& [m, value] : by_m.items())
+        micro_batch_table_->record(std::stoi(stages), std::stoi(m), value.get<double>());
+  } catch (const std::exception& e) {
+    // A damaged measurement file costs a re-measurement, not the run.
+    micro_batch_table_ = std::make_unique<MicroBatchTable>();
+    if (is_rank0()) spdlog::warn("[autopipe] ignoring {}: {}", path, e.what());
+  }
+}
+
+void Trainer::save_micro_batch_table() const {
+  const std::string path = resolve_in(config_.output.dir, config_.autopipe.micro_batch_file);
+  if (path.empty()) return;
+  nlohmann::json by_stages = nlohmann::json::object();
+  for (const auto& [stages, by_m] : micro_batch_table_->entries())
+    for (const auto& [m, value] : by_m) by_stages[std::to_string(stages)][std::to_string(m)] = value;
+  const nlohmann::json j = {{"model", model_->spec().preset},
+                            {"batch_size", config_.train.batch_size},
+                            {"ranks", world_->size()},
+                            {"samples_per_second", by_stages}};
+  try {
+    write_file_atomic(path, j.dump(2) + "\n");
+  } catch (const IoError& e) {
+    spdlog::warn("[autopipe] cannot keep the micro-batch measurements: {}", e.what());
+  }
 }
 
 void Trainer::decide_freeze(const char* when) {
@@ -656,6 +753,7 @@ std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::v
 }
 
 Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indices, bool stop_wanted) {
+  const auto step_started = Clock::now();
   model_->train();
   optimizer_->zero_grad();
   if (state_->step + 1 == fault_step_)
@@ -719,6 +817,7 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
       if (p.grad().defined()) p.grad().mul_(scale);
   }
   optimizer_->step(schedule_->lr_at(state_->step));
+  record_tuning_step(seconds_since(step_started), global_rows);
   return result;
 }
 

@@ -26,6 +26,7 @@ namespace pipet {
 
 class BatchPrefetcher;
 class FreezePolicy;
+class MicroBatchTable;
 class GradientNormTracker;
 class Dataset;
 class EpochSampler;
@@ -116,6 +117,12 @@ class Trainer {
   void apply_layout(int stages, const std::map<std::string, torch::Tensor>& optimizer_state);
   // A freeze decision; on a change of f, the transition. `when` for logs.
   void decide_freeze(const char* when);
+  // Micro-batch tuning: queue the unmeasured candidates for the current K,
+  // and account one step's time to the candidate being profiled.
+  void start_micro_batch_tuning();
+  void record_tuning_step(double step_seconds, int64_t rows);
+  void load_micro_batch_table();
+  void save_micro_batch_table() const;
   NamedTensors stage_parameters() const;
   bool is_rank0() const;
   bool update_early_stop(const EvalResult& result);
@@ -133,7 +140,11 @@ class Trainer {
   int num_blocks_ = 0;
   int frozen_blocks_ = 0;
   double reference_max_cost_ = 0.0;
-  int64_t fault_step_ = -1;  // PIPET_FAULT_INJECTION: fail this rank at this step
+  int64_t fault_step_ = -1;
+  std::unique_ptr<MicroBatchTable> micro_batch_table_;
+  std::deque<int> tuning_queue_;     // candidates still to profile for the current K
+  int tuning_steps_ = 0;             // steps run with the front candidate
+  double tuning_seconds_ = 0.0;      // timed seconds of the front candidate  // PIPET_FAULT_INJECTION: fail this rank at this step
   double pipeline_seconds_ = 0.0;
   double pipeline_wait_seconds_ = 0.0;
   std::shared_ptr<Dataset> train_data_;

@@ -21,6 +21,7 @@ namespace {
 using pipet::testing::ProcessOptions;
 using pipet::testing::run_process;
 using pipet::testing::TempDir;
+using pipet::testing::write_text;
 
 std::vector<std::string> mpirun(int ranks, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {PIPET_MPIEXEC, "--allow-run-as-root", "--oversubscribe",
@@ -106,6 +107,33 @@ TEST(MpiCli, ARankThatFailsMidRunEndsEveryRankWithItsMessage) {
   ASSERT_TRUE(path_exists(error_file));
   EXPECT_EQ(read_file(error_file).rfind("rank 2 of 4 on host ", 0), 0u) << read_file(error_file);
   EXPECT_EQ(processes_mentioning(dir.path()), 0) << "a rank outlived the job";
+}
+
+TEST(MpiCli, MicroBatchTuningMeasuresOnceAndRemembers) {
+  TempDir dir;
+  const std::vector<std::string> args = {
+      "train", "--set", "parallel.pipeline_stages=2", "--set", "autopipe.tune_micro_batches=true",
+      "--set", "train.batch_size=16", "--set", "train.max_steps=14", "--set", "eval.every_epochs=0",
+      "--set", "runtime.threads=1", "--set", "output.export_model=false", "-o", dir.path()};
+  const auto first = run_process(mpirun(2, args), quiet_threads());
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  // Candidates for K=2 and a per-pipeline batch of 16: 2, 4, 8, 16.
+  const nlohmann::json table = nlohmann::json::parse(read_file(dir.file("micro_batches.json")));
+  ASSERT_TRUE(table.at("samples_per_second").contains("2")) << table.dump();
+  EXPECT_EQ(table.at("samples_per_second").at("2").size(), 4u) << table.dump();
+  EXPECT_NE(first.err.find("2 stages: keeping"), std::string::npos) << first.err;
+
+  const auto second = run_process(mpirun(2, args), quiet_threads());
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_NE(second.err.find("the fastest measured"), std::string::npos) << second.err;
+  EXPECT_EQ(second.err.find("micro-batches: "), std::string::npos) << "measured again: " << second.err;
+
+  // A damaged file costs a re-measurement, not the run.
+  write_text(dir.file("micro_batches.json"), "{ not json");
+  const auto third = run_process(mpirun(2, args), quiet_threads());
+  ASSERT_EQ(third.exit_code, 0) << third.err;
+  EXPECT_NE(third.err.find("ignoring"), std::string::npos) << third.err;
+  EXPECT_NE(third.err.find("2 stages: keeping"), std::string::npos) << third.err;
 }
 
 TEST(MpiCli, ALayoutThatDoesNotFitTheRanksFailsOnEveryRankWithTheKey) {
