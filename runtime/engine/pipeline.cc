@@ -231,11 +231,17 @@ void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, P
                             torch::Tensor* logits) {
   Activations a = first() ? micro.input : receive_activations(index);
   const size_t count = end_ - begin_;
+  // A cached frozen-prefix output skips the sub-layers it already went through.
+  const size_t start = first() ? std::max(begin_, micro.input_depth) : begin_;
+  if (start > first_active_)
+    throw ModelError("stage " + std::to_string(stage_) + " was given an input for sub-layer " +
+                     std::to_string(start) + ", past its first trainable sub-layer " +
+                     std::to_string(first_active_));
   if (keep_graph) {
     pending->leaves.assign(count, torch::Tensor());
     pending->outputs.assign(count, torch::Tensor());
   }
-  for (size_t j = begin_; j < end_; ++j) {
+  for (size_t j = start; j < end_; ++j) {
     if (j < first_active_) {
       // Frozen: forward only, nothing kept for backward.
       torch::NoGradGuard no_grad;

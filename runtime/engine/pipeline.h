@@ -30,7 +30,9 @@ PipelineSchedule parse_pipeline_schedule(const std::string& name);
 
 // The inputs one stage needs for one micro-batch.
 struct MicroBatch {
-  Activations input;      // first stage: the embedding inputs
+  Activations input;      // first stage: the embedding inputs, or the output of
+                          // sub-layers [0, input_depth) when served from AutoCache
+  size_t input_depth = 0; // first stage: the sub-layer `input` is for
   torch::Tensor labels;   // last stage
   double loss_weight = 1; // rows / global batch: the micro-batch's share of the mean loss
 };

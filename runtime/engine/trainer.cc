@@ -1,5 +1,7 @@
 #include "runtime/engine/trainer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +30,7 @@
 #include "runtime/data/sampler.h"
 #include "runtime/engine/checkpoint.h"
 #include "runtime/engine/export.h"
+#include "runtime/engine/frozen_cache.h"
 #include "runtime/engine/lr_schedule.h"
 #include "runtime/engine/metrics.h"
 #include "runtime/engine/optimizer.h"
@@ -242,6 +245,12 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
   }
   // AutoPipe's yardstick: the largest stage of the full model over K0 stages.
   if (config_.autopipe.tune_micro_batches) load_micro_batch_table();
+  if (config_.autocache.mode != "off" && freeze_) {
+    // One cache per node and job: rank 0 names it, everyone uses the name.
+    std::string job_id = "job" + std::to_string(::getpid()) + "-" +
+                         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+    cache_job_id_ = world_->size() > 1 ? broadcast_string(*world_, job_id, 0) : job_id;
+  }
   reference_max_cost_ = reference_max_stage_cost(balance_costs_for(0), groups_->stages(),
                                                  static_cast<PartitionMethod>(partition_method()));
   apply_layout(groups_->stages(), {});
@@ -624,10 +633,16 @@ void Trainer::decide_freeze(const char* when) {
   const int after = freeze_->decide(norms);
   state_->freeze_decisions = freeze_->state().decisions;
   state_->freeze_bound = freeze_->state().bound;
+  // AutoCache (auto mode) decides for the coming interval at the same points.
+  auto update_cache_decision = [&] {
+    if (serves_frozen_prefix() && config_.autocache.mode == "auto")
+      frozen_cache().update_decision(static_cast<size_t>(frozen_sublayer_count(frozen_blocks_)));
+  };
   if (after == before) {
     if (is_rank0())
       spdlog::info("[freeze] decision {} ({}): {} of {} blocks stay frozen", freeze_->state().decisions, when,
                    before, num_blocks_);
+    update_cache_decision();
     return;
   }
   const auto started = Clock::now();
@@ -653,6 +668,20 @@ void Trainer::decide_freeze(const char* when) {
   const int64_t bytes_moved = static_cast<int64_t>(sent.item<double>());
   set_frozen_blocks(after);
   apply_layout(compressed.stages, moved);
+  if (!cache_job_id_.empty() && before > 0) {
+    // Cached outputs at the old depth go through the newly frozen blocks
+    // once per node (the host's first rank is a first-stage rank and holds
+    // their current weights), instead of being recomputed from the inputs.
+    if (local_rank_leader(world_->rank()) && executor_->first()) {
+      set_frozen_modes();
+      const size_t advanced = frozen_cache().advance(*model_, *train_data_,
+                                                     static_cast<size_t>(frozen_sublayer_count(before)),
+                                                     static_cast<size_t>(frozen_sublayer_count(after)));
+      spdlog::info("[autocache] advanced {} cached samples from {} to {} frozen blocks", advanced, before, after);
+    }
+    world_->barrier();
+  }
+  update_cache_decision();
   const double seconds = seconds_since(started);
   metrics_->emit("transition", {{"epoch", state_->epoch},
                                 {"step", state_->step},
@@ -667,6 +696,28 @@ void Trainer::decide_freeze(const char* when) {
                  "moved {:.1f} MiB in {:.3f} s",
                  freeze_->state().decisions, when, before, after, num_blocks_, stages_before, groups_->stages(),
                  groups_->replicas(), bytes_moved / 1048576.0, seconds);
+}
+
+
+bool Trainer::serves_frozen_prefix() const {
+  return !cache_job_id_.empty() && frozen_blocks_ > 0 && executor_->first();
+}
+
+FrozenPrefixCache& Trainer::frozen_cache() {
+  if (!frozen_cache_) {
+    const ModelSpec& spec = model_->spec();
+    frozen_cache_ = std::make_unique<FrozenPrefixCache>(config_.autocache, cache_job_id_,
+                                                        frozen_entry_shape(spec, config_.data.seq_len),
+                                                        model_->num_sublayers() - 1, config_.train.seed);
+  }
+  return *frozen_cache_;
+}
+
+// Frozen sub-layers are feature extractors: no dropout, so their output is
+// deterministic (what the cache relies on) whatever the training mode.
+void Trainer::set_frozen_modes() {
+  const size_t frozen = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
+  for (size_t j = 0; j < frozen && j < model_->num_sublayers(); ++j) model_->sublayer(j).eval();
 }
 
 std::string Trainer::save_checkpoint() {
@@ -732,12 +783,12 @@ Batch Trainer::prefetched_batch(const std::vector<int64_t>& indices) {
 
 std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::vector<int64_t>& indices,
                                                int64_t epoch, int64_t count, int64_t global_rows,
-                                               const Batch* prebuilt) const {
+                                               const Activations* prebuilt) const {
   const int64_t rows = static_cast<int64_t>(indices.size());
   count = std::max<int64_t>(1, std::min(count, rows));
   std::vector<MicroBatch> out(static_cast<size_t>(count));
   Activations inputs;
-  if (executor_->first()) inputs = model_inputs(prebuilt ? *prebuilt : data.get_batch(indices, epoch));
+  if (executor_->first()) inputs = prebuilt ? *prebuilt : model_inputs(data.get_batch(indices, epoch));
   torch::Tensor labels;
   if (executor_->last()) labels = data.labels(indices);
   int64_t begin = 0;
@@ -755,6 +806,7 @@ std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::v
 Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indices, bool stop_wanted) {
   const auto step_started = Clock::now();
   model_->train();
+  set_frozen_modes();
   optimizer_->zero_grad();
   if (state_->step + 1 == fault_step_)
     throw Error(ExitCode::kInternal, "fault injected by PIPET_FAULT_INJECTION at step " +
@@ -762,10 +814,22 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   const int64_t global_rows = static_cast<int64_t>(global_indices.size());
   const std::vector<int64_t> indices = replica_share(global_indices);
   Batch loaded;
-  const bool prefetch = executor_->first() && config_.data.prefetch_batches > 0;
+  const bool cached = serves_frozen_prefix();
+  const bool prefetch = executor_->first() && config_.data.prefetch_batches > 0 && !cached;
   if (prefetch) loaded = prefetched_batch(indices);
-  std::vector<MicroBatch> micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_,
-                                                global_rows, prefetch ? &loaded : nullptr);
+  std::vector<MicroBatch> micro;
+  if (cached) {
+    // AutoCache: the frozen prefix's output instead of the raw inputs.
+    const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
+    const Activations prefix =
+        frozen_cache().frozen_output(*model_, *train_data_, indices, state_->epoch, frozen_end);
+    micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &prefix);
+    for (MicroBatch& m : micro) m.input_depth = frozen_end;
+  } else {
+    const Activations inputs = prefetch ? model_inputs(loaded) : Activations{};
+    micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows,
+                          prefetch ? &inputs : nullptr);
+  }
   const double loss_sum = executor_->train(micro, parse_pipeline_schedule(config_.parallel.schedule), buckets_.get());
   pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
   pipeline_wait_seconds_ += executor_->last_wait_seconds();
@@ -1013,7 +1077,8 @@ TrainResult Trainer::run(const RunLimits& limits) {
                              {"frozen_blocks", static_cast<int64_t>(frozen_blocks_)},
                              {"stages", static_cast<int64_t>(groups_->stages())},
                              {"replicas", static_cast<int64_t>(groups_->replicas())},
-                             {"samples_per_sec", epoch_seconds > 0 ? epoch_samples / epoch_seconds : 0.0}});
+                             {"samples_per_sec", epoch_seconds > 0 ? epoch_samples / epoch_seconds : 0.0},
+                             {"cache_hit_rate", frozen_cache_ ? frozen_cache_->stats().hit_rate() : 0.0}});
     if (config_.freeze.every_steps == 0 && state_->step < total_steps_) decide_freeze("epoch boundary");
     if (config_.eval.every_epochs > 0 && state_->epoch % config_.eval.every_epochs == 0 && !evaluated_this_epoch) {
       run_eval("epoch cadence");

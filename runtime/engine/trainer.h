@@ -26,6 +26,7 @@ namespace pipet {
 
 class BatchPrefetcher;
 class FreezePolicy;
+class FrozenPrefixCache;
 class MicroBatchTable;
 class GradientNormTracker;
 class Dataset;
@@ -41,6 +42,7 @@ class StageExecutor;
 class TransformerModel;
 struct Batch;
 struct MicroBatch;
+struct Activations;
 struct TrainerState;
 
 struct TrainResult {
@@ -93,11 +95,12 @@ class Trainer {
     bool stop = false;        // some rank was asked to stop
   };
   StepResult train_step(const std::vector<int64_t>& global_indices, bool stop_wanted);
-  // `prebuilt` (optional): the batch of `indices`, already loaded.
+  // `prebuilt` (optional): the first stage's inputs for `indices`, already
+  // loaded (prefetched) or computed (the frozen prefix's cached output).
   std::vector<MicroBatch> micro_batches(const Dataset& data,
                                         const std::vector<int64_t>& indices,
                                         int64_t epoch, int64_t count,
-                                        int64_t global_rows, const Batch* prebuilt = nullptr) const;
+                                        int64_t global_rows, const Activations* prebuilt = nullptr) const;
   // This pipeline's share of a global batch.
   std::vector<int64_t> replica_share(const std::vector<int64_t>& global_indices) const;
   // The first stage's training batch of `indices`, from the prefetcher, which
@@ -123,6 +126,10 @@ class Trainer {
   void record_tuning_step(double step_seconds, int64_t rows);
   void load_micro_batch_table();
   void save_micro_batch_table() const;
+  // AutoCache: the first stage's cache of the frozen prefix's output.
+  bool serves_frozen_prefix() const;
+  FrozenPrefixCache& frozen_cache();
+  void set_frozen_modes();
   NamedTensors stage_parameters() const;
   bool is_rank0() const;
   bool update_early_stop(const EvalResult& result);
@@ -142,6 +149,8 @@ class Trainer {
   double reference_max_cost_ = 0.0;
   int64_t fault_step_ = -1;
   std::unique_ptr<MicroBatchTable> micro_batch_table_;
+  std::unique_ptr<FrozenPrefixCache> frozen_cache_;  // first-stage ranks, autocache.mode != off
+  std::string cache_job_id_;                         // the same on every rank of the job
   std::deque<int> tuning_queue_;     // candidates still to profile for the current K
   int tuning_steps_ = 0;             // steps run with the front candidate
   double tuning_seconds_ = 0.0;      // timed seconds of the front candidate  // PIPET_FAULT_INJECTION: fail this rank at this step

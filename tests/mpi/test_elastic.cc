@@ -224,5 +224,42 @@ TEST(ElasticEngine, FreezingCompressesThePipelineLearnsAsWellAndResumes) {
   }
 }
 
+TEST(ElasticEngine, AutoCacheServesTheFrozenPrefixWithTheSameTraining) {
+  SharedDir dir;
+  auto config = [&](const std::string& name, const std::string& mode) {
+    TrainConfig c = elastic_run(dir.path() + "/" + name);
+    c.data.augment = false;  // one view per sample: cached and computed inputs agree
+    c.autocache.mode = mode;
+    c.autocache.shm_mb = 64;
+    return c;
+  };
+  TrainResult with_cache, without_cache;
+  {
+    Trainer trainer(config("cached", "on"), &world());
+    with_cache = trainer.run();
+  }
+  {
+    Trainer trainer(config("computed", "off"), &world());
+    without_cache = trainer.run();
+  }
+  ASSERT_TRUE(with_cache.eval && without_cache.eval);
+  // Cached activations equal recomputed ones up to BLAS rounding of the batch
+  // they were computed in (about 1 ulp), so the runs agree closely, not bit for bit.
+  EXPECT_NEAR(with_cache.train_loss, without_cache.train_loss, 1e-4 * std::abs(without_cache.train_loss) + 1e-7);
+  EXPECT_NEAR(with_cache.eval->loss, without_cache.eval->loss, 1e-4 * without_cache.eval->loss + 1e-7);
+  if (world().rank() == 0) {
+    const auto epochs = events(dir.path() + "/cached/metrics.jsonl", "epoch");
+    ASSERT_EQ(epochs.size(), 5u);
+    // Epochs 4 and 5 run with 3 frozen blocks: their inputs come from the
+    // cache, written by all four ranks (one shared segment) and advanced.
+    EXPECT_GT(epochs.back().at("cache_hit_rate").get<double>(), 0.5) << epochs.back().dump();
+  }
+  world().barrier();
+  int leftovers = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm"))
+    if (entry.path().filename().string().rfind("pipet-cache-", 0) == 0) ++leftovers;
+  EXPECT_EQ(leftovers, 0) << "a cache segment outlived its job";
+}
+
 }  // namespace
 }  // namespace pipet
