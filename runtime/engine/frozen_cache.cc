@@ -1,5 +1,7 @@
 #include "runtime/engine/frozen_cache.h"
 
+#include "runtime/engine/pipeline.h"
+
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
@@ -35,18 +37,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 torch::Device model_device(TransformerModel& model) {
   const auto parameters = model.parameters();
   return parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
-}
-
-Activations batch_inputs(const Batch& batch) {
-  Activations in;
-  if (batch.pixel_values.defined()) {
-    in.hidden = batch.pixel_values;
-  } else {
-    in.hidden = batch.input_ids;
-    in.attention_mask = batch.attention_mask;
-    in.token_type_ids = batch.token_type_ids;
-  }
-  return in;
 }
 
 Activations to_device(const Activations& in, torch::Device device) {

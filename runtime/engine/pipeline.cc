@@ -2,6 +2,7 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/core/errors.h"
+#include "runtime/data/batch.h"
 #include "runtime/engine/task.h"
 #include "runtime/model/model.h"
 
@@ -60,6 +61,18 @@ torch::Tensor empty_from(const int64_t* in, const std::string& what) {
 }
 
 }  // namespace
+
+Activations batch_inputs(const Batch& batch) {
+  Activations in;
+  if (batch.pixel_values.defined()) {
+    in.hidden = batch.pixel_values;
+  } else {
+    in.hidden = batch.input_ids;
+    in.attention_mask = batch.attention_mask;
+    in.token_type_ids = batch.token_type_ids;
+  }
+  return in;
+}
 
 PipelineSchedule parse_pipeline_schedule(const std::string& name) {
   if (name == "gpipe") return PipelineSchedule::kGpipe;

@@ -25,6 +25,12 @@ class Task;
 class TransformerModel;
 class Work;
 
+struct Batch;
+
+// A dataset batch as the embedding's input: pixel values (ViT), or token ids
+// with their attention mask and token types (BERT).
+Activations batch_inputs(const Batch& batch);
+
 enum class PipelineSchedule { kGpipe, kOneFOneB };
 PipelineSchedule parse_pipeline_schedule(const std::string& name);
 

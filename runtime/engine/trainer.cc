@@ -53,18 +53,6 @@ std::string resolve_in(const std::string& dir, const std::string& file) {
   return dir + "/" + file;
 }
 
-Activations model_inputs(const Batch& batch) {
-  Activations in;
-  if (batch.pixel_values.defined()) {
-    in.hidden = batch.pixel_values;
-  } else {
-    in.hidden = batch.input_ids;
-    in.attention_mask = batch.attention_mask;
-    in.token_type_ids = batch.token_type_ids;
-  }
-  return in;
-}
-
 // The architecture fields of two config.json files that differ, as
 // "hidden_size 384 vs 64" items (id2label and dtype notes do not count).
 std::string architecture_differences(const nlohmann::json& stored, const nlohmann::json& current) {
@@ -788,7 +776,7 @@ std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::v
   count = std::max<int64_t>(1, std::min(count, rows));
   std::vector<MicroBatch> out(static_cast<size_t>(count));
   Activations inputs;
-  if (executor_->first()) inputs = prebuilt ? *prebuilt : model_inputs(data.get_batch(indices, epoch));
+  if (executor_->first()) inputs = prebuilt ? *prebuilt : batch_inputs(data.get_batch(indices, epoch));
   torch::Tensor labels;
   if (executor_->last()) labels = data.labels(indices);
   int64_t begin = 0;
@@ -826,7 +814,7 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &prefix);
     for (MicroBatch& m : micro) m.input_depth = frozen_end;
   } else {
-    const Activations inputs = prefetch ? model_inputs(loaded) : Activations{};
+    const Activations inputs = prefetch ? batch_inputs(loaded) : Activations{};
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows,
                           prefetch ? &inputs : nullptr);
   }

@@ -2,7 +2,7 @@
 // and regroups the freed ranks into replicas, live. A transition moves state
 // without changing it; a whole run goes K 4 -> 2 -> 1 with R 1 -> 2 -> 4,
 // learns as well as the run without freezing, and resumes after a transition.
-#include "tests/mpi/mpi_test_env.h"
+#include "tests/mpi/engine_test_support.h"
 
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/mpi_communicator.h"
@@ -28,30 +28,9 @@
 namespace pipet {
 namespace {
 
-using pipet::testing::TempDir;
+using pipet::testing::SharedDir;
+using pipet::testing::world;
 
-Communicator& world() {
-  static std::unique_ptr<MpiCommunicator> comm = make_world_communicator(test_runtime());
-  return *comm;
-}
-
-class SharedDir {
- public:
-  SharedDir() {
-    if (world().rank() == 0) own_ = std::make_unique<TempDir>();
-    const std::string path = own_ ? own_->path() : std::string();
-    torch::Tensor bytes = torch::zeros({256}, torch::kUInt8);
-    std::memcpy(bytes.data_ptr(), path.data(), std::min<size_t>(path.size(), 255));
-    world().broadcast(bytes);
-    path_ = std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
-  }
-  ~SharedDir() { world().barrier(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::unique_ptr<TempDir> own_;
-  std::string path_;
-};
 
 TrainConfig elastic_run(const std::string& out) {
   TrainConfig c;

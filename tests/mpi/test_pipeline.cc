@@ -2,7 +2,7 @@
 // (1x1, 4x1, 2x2, 1x4; GPipe and 1F1B) gives the same loss curve, evaluation
 // and final weights; a multi-rank run stopped and resumed from its per-rank
 // checkpoints ends exactly where the uninterrupted run ends.
-#include "tests/mpi/mpi_test_env.h"
+#include "tests/mpi/engine_test_support.h"
 
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/mpi_communicator.h"
@@ -26,31 +26,9 @@
 namespace pipet {
 namespace {
 
-using pipet::testing::TempDir;
+using pipet::testing::SharedDir;
+using pipet::testing::world;
 
-Communicator& world() {
-  static std::unique_ptr<MpiCommunicator> comm = make_world_communicator(test_runtime());
-  return *comm;
-}
-
-// A directory every rank agrees on: created by rank 0, its path broadcast.
-class SharedDir {
- public:
-  SharedDir() {
-    if (world().rank() == 0) own_ = std::make_unique<TempDir>();
-    std::string path = own_ ? own_->path() : std::string();
-    torch::Tensor bytes = torch::zeros({256}, torch::kUInt8);
-    std::memcpy(bytes.data_ptr(), path.data(), std::min<size_t>(path.size(), 255));
-    world().broadcast(bytes);
-    path_ = std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
-  }
-  ~SharedDir() { world().barrier(); }  // nobody still writing when rank 0 removes it
-  const std::string& path() const { return path_; }
-
- private:
-  std::unique_ptr<TempDir> own_;
-  std::string path_;
-};
 
 TrainConfig tiny_run(const std::string& out, int64_t stages, int64_t micro, const std::string& schedule) {
   TrainConfig c;
