@@ -4,7 +4,7 @@
 // the frozen prefix computed). bf16 and f16 caches round every value to the
 // nearest representable one (ties to even), so training from a bf16/f16
 // cache is NOT bit-identical to recomputing the frozen prefix in f32: the
-// first active layer sees inputs perturbed by up to 2^-9 (bf16) or 2^-12
+// first active layer sees inputs perturbed by up to 2^-8 (bf16) or 2^-11
 // (f16) relative error; f16 also overflows to infinity beyond 65504 and
 // flushes below 2^-24 to zero. Use them to halve the footprint when the
 // frozen prefix itself runs in reduced precision (GPU autocast) or when that
