@@ -349,6 +349,10 @@ std::vector<FieldSpec> build_schema() {
             "Partition of the sub-layers over stages: optimal (minimises the largest stage) or "
             "greedy (the paper's balance).")
           .one_of({"optimal", "greedy"}),
+      field(PIPET_CONFIG_FIELD(autopipe, cost),
+            "Balance cost of a sub-layer: parameters (the paper's proxy) or measured (forward and "
+            "backward time profiled at start-up on one micro-batch, averaged over the ranks).")
+          .one_of({"parameters", "measured"}),
       field(PIPET_CONFIG_FIELD(autopipe, frozen_cost),
             "lambda_frozen: a frozen sub-layer's balance cost relative to an active one "
             "(parameter-count model).")

@@ -137,6 +137,7 @@ struct FreezeConfig {
 
 struct AutoPipeConfig {
   std::string partition = "optimal";  // optimal | greedy (the paper's)
+  std::string cost = "parameters";    // parameters (the paper's proxy) | measured (profiled time)
   double frozen_cost = 1.0 / 6.0;     // lambda_frozen: a frozen sub-layer's cost relative to an active one
   std::string compression = "halve";  // halve (the paper) | divisors (any K dividing the ranks)
   bool tune_micro_batches = false;    // profile candidate M for each new K, keep the fastest

@@ -239,6 +239,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
                          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
     cache_job_id_ = world_->size() > 1 ? broadcast_string(*world_, job_id, 0) : job_id;
   }
+  if (config_.autopipe.cost == "measured") profile_sublayer_costs();
   reference_max_cost_ = reference_max_stage_cost(balance_costs_for(0), groups_->stages(),
                                                  static_cast<PartitionMethod>(partition_method()));
   apply_layout(groups_->stages(), {});
@@ -433,14 +434,76 @@ std::vector<double> Trainer::balance_costs_for(int frozen_blocks) const {
     SubLayerCost cost;
     cost.name = sublayer->display_name();
     cost.parameters = sublayer->parameter_count();
+    if (!forward_seconds_.empty()) {
+      cost.forward_seconds = forward_seconds_[records.size()];
+      cost.backward_seconds = backward_seconds_[records.size()];
+    }
     records.push_back(cost);
   }
   records = with_frozen_blocks(std::move(records), frozen_blocks);
   CostModelOptions options;
-  options.basis = CostBasis::kParameters;
+  options.basis = forward_seconds_.empty() ? CostBasis::kParameters : CostBasis::kMeasuredTime;
   options.frozen_cost_factor = config_.autopipe.frozen_cost;
   return balance_costs(records, options);
 }
+
+void Trainer::profile_sublayer_costs() {
+  // One micro-batch of the starting layout, through every sub-layer in turn;
+  // each timed twice, the faster kept (the first run pays for allocation).
+  const int64_t rows = std::max<int64_t>(
+      1, config_.train.batch_size / (groups_->replicas() * micro_batch_count_));
+  std::vector<int64_t> indices;
+  for (int64_t i = 0; i < rows; ++i) indices.push_back(i % train_data_->size());
+  const Activations inputs = batch_inputs(train_data_->get_batch(indices, 0));
+  const size_t count = model_->num_sublayers();
+  std::vector<double> forward(count, 0.0), backward(count, 0.0);
+  // Eval mode: no dropout, so the profile draws nothing from the generator
+  // the training run's dropout uses.
+  model_->eval();
+  for (int repeat = 0; repeat < 2; ++repeat) {
+    Activations a = inputs;
+    for (size_t j = 0; j < count; ++j) {
+      if (a.hidden.is_floating_point()) a.hidden = a.hidden.detach().requires_grad_(true);
+      const auto started = Clock::now();
+      Activations out = model_->sublayer(j).forward(a);
+      const double forward_seconds = seconds_since(started);
+      const auto backward_started = Clock::now();
+      torch::autograd::backward({out.hidden.sum()});
+      const double backward_seconds = seconds_since(backward_started);
+      forward[j] = repeat == 0 ? forward_seconds : std::min(forward[j], forward_seconds);
+      backward[j] = repeat == 0 ? backward_seconds : std::min(backward[j], backward_seconds);
+      out.hidden = out.hidden.detach();
+      a = out;
+    }
+  }
+  model_->train();
+  for (auto& [name, p] : model_->hf_parameters()) p.mutable_grad() = torch::Tensor();
+  // Averaged over the world: every rank must plan from the same numbers.
+  std::vector<double> both(forward);
+  both.insert(both.end(), backward.begin(), backward.end());
+  torch::Tensor totals = torch::tensor(both, torch::kDouble);
+  world_->all_reduce(totals);
+  totals.div_(static_cast<double>(world_->size()));
+  const double* t = totals.data_ptr<double>();
+  forward_seconds_.assign(t, t + count);
+  backward_seconds_.assign(t + count, t + 2 * count);
+  if (is_rank0()) {
+    std::string text;
+    for (size_t j = 0; j < count; ++j)
+      text += fmt::format("{}{} {:.2f}+{:.2f} ms", j ? ", " : "", model_->sublayer(j).display_name(),
+                          forward_seconds_[j] * 1e3, backward_seconds_[j] * 1e3);
+    spdlog::info("[autopipe] measured forward+backward per sub-layer ({} rows): {}", rows, text);
+  }
+}
+
+// Sub-layers stage 0 must hold for f frozen blocks: the frozen prefix and the
+// first trainable sub-layer after it, so no stage is frozen through (a stage
+// must train something to take part in backward).
+namespace {
+int pinned_sublayers(int frozen_blocks) {
+  return frozen_blocks > 0 ? frozen_sublayer_count(frozen_blocks) + 1 : 0;
+}
+}  // namespace
 
 int Trainer::partition_method() const {
   return static_cast<int>(partition_method_from_string(config_.autopipe.partition, "autopipe.partition"));
@@ -459,7 +522,7 @@ void Trainer::set_frozen_blocks(int frozen_blocks) {
 std::vector<std::pair<size_t, size_t>> Trainer::plan_ranges(int stages, int frozen_blocks) const {
   const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks), stages,
                                             static_cast<PartitionMethod>(partition_method()),
-                                            frozen_sublayer_count(frozen_blocks));
+                                            pinned_sublayers(frozen_blocks));
   std::vector<std::pair<size_t, size_t>> ranges;
   for (const Stage& stage : plan) ranges.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
   return ranges;
@@ -473,9 +536,10 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
     groups_.reset();
     groups_ = std::make_unique<ProcessGroups>(*world_, stages);
   }
-  const int pinned = frozen_sublayer_count(frozen_blocks_);
   const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks_), stages,
-                                            static_cast<PartitionMethod>(partition_method()), pinned);
+                                            static_cast<PartitionMethod>(partition_method()),
+                                            pinned_sublayers(frozen_blocks_));
+  const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
   stage_ranges_ = plan_ranges(stages, frozen_blocks_);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
   // M: the configured count at the configured K; after a compression the
@@ -485,7 +549,7 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
                            ? config_.parallel.micro_batches
                            : default_micro_batches(stages, pipeline_batch);
   executor_ = std::make_unique<StageExecutor>(*model_, stage_begin_, stage_end_, groups_->pipeline(), *task_,
-                                              comm_timeout(config_), static_cast<size_t>(pinned));
+                                              comm_timeout(config_), frozen_end);
   buckets_ = std::make_unique<GradientBuckets>(model_->sublayers(), stage_begin_, stage_end_,
                                                groups_->stage_dp(),
                                                static_cast<int64_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0));
@@ -641,7 +705,7 @@ void Trainer::decide_freeze(const char* when) {
       if (world_->size() % k == 0) compression.allowed_stage_counts.push_back(k);
   const int stages_before = groups_->stages();
   const CompressionResult compressed =
-      compress_stage_count(balance_costs_for(after), frozen_sublayer_count(after), stages_before,
+      compress_stage_count(balance_costs_for(after), pinned_sublayers(after), stages_before,
                            reference_max_cost_, compression);
   // AutoDP: each rank receives what its new range needs from its old replica.
   OwnershipLayout old_layout{stages_before, stage_ranges_, static_cast<size_t>(frozen_sublayer_count(before))};

@@ -130,6 +130,9 @@ class Trainer {
   bool serves_frozen_prefix() const;
   FrozenPrefixCache& frozen_cache();
   void set_frozen_modes();
+  // autopipe.cost=measured: forward and backward seconds of every sub-layer
+  // on one micro-batch, averaged over the world so every rank plans alike.
+  void profile_sublayer_costs();
   NamedTensors stage_parameters() const;
   bool is_rank0() const;
   bool update_early_stop(const EvalResult& result);
@@ -147,6 +150,8 @@ class Trainer {
   int num_blocks_ = 0;
   int frozen_blocks_ = 0;
   double reference_max_cost_ = 0.0;
+  std::vector<double> forward_seconds_;   // per sub-layer, when profiled
+  std::vector<double> backward_seconds_;
   int64_t fault_step_ = -1;
   std::unique_ptr<MicroBatchTable> micro_batch_table_;
   std::unique_ptr<FrozenPrefixCache> frozen_cache_;  // first-stage ranks, autocache.mode != off

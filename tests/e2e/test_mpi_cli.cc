@@ -136,6 +136,21 @@ TEST(MpiCli, MicroBatchTuningMeasuresOnceAndRemembers) {
   EXPECT_NE(third.err.find("2 stages: keeping"), std::string::npos) << third.err;
 }
 
+TEST(MpiCli, MeasuredCostsPartitionByProfiledTime) {
+  TempDir dir;
+  const auto r = run_process(
+      mpirun(2, {"train", "--set", "parallel.pipeline_stages=2", "--set", "autopipe.cost=measured",
+                 "--set", "train.max_steps=4", "--set", "eval.every_epochs=0", "--set",
+                 "runtime.threads=1", "--set", "output.export_model=false", "-o", dir.path()}),
+      quiet_threads());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // One profile line naming every sub-layer, then a plan in seconds, not parameters.
+  EXPECT_NE(r.err.find("[autopipe] measured forward+backward per sub-layer"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("block3.mlp"), std::string::npos) << r.err;
+  EXPECT_EQ(count_lines_with(r.err, "[autopipe] measured"), 1) << "rank 0 alone reports: " << r.err;
+  EXPECT_EQ(count_lines_with(r.out, "event=train;"), 1) << r.out;
+}
+
 TEST(MpiCli, ALayoutThatDoesNotFitTheRanksFailsOnEveryRankWithTheKey) {
   TempDir dir;
   const auto r = run_process(
