@@ -519,13 +519,17 @@ void Trainer::set_frozen_blocks(int frozen_blocks) {
     }
 }
 
-std::vector<std::pair<size_t, size_t>> Trainer::plan_ranges(int stages, int frozen_blocks) const {
-  const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks), stages,
-                                            static_cast<PartitionMethod>(partition_method()),
-                                            pinned_sublayers(frozen_blocks));
+namespace {
+std::vector<std::pair<size_t, size_t>> ranges_of(const std::vector<Stage>& plan) {
   std::vector<std::pair<size_t, size_t>> ranges;
   for (const Stage& stage : plan) ranges.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
   return ranges;
+}
+}  // namespace
+
+std::vector<std::pair<size_t, size_t>> Trainer::plan_ranges(int stages, int frozen_blocks) const {
+  return ranges_of(partition(balance_costs_for(frozen_blocks), stages,
+                             static_cast<PartitionMethod>(partition_method()), pinned_sublayers(frozen_blocks)));
 }
 
 void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor>& optimizer_state) {
@@ -540,7 +544,7 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
                                             static_cast<PartitionMethod>(partition_method()),
                                             pinned_sublayers(frozen_blocks_));
   const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
-  stage_ranges_ = plan_ranges(stages, frozen_blocks_);
+  stage_ranges_ = ranges_of(plan);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
   // M: the configured count at the configured K; after a compression the
   // AutoPipe default for the new K and per-pipeline batch.
@@ -886,29 +890,27 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
   pipeline_wait_seconds_ += executor_->last_wait_seconds();
   buckets_->finish(comm_timeout(config_));
-  if (grad_tracker_) {
-    // Per-block squared gradient norms for the freeze rule (replica 0 reports).
-    std::vector<double> block_squares(static_cast<size_t>(num_blocks_), 0.0);
-    if (groups_->replica() == 0) {
-      torch::NoGradGuard no_grad;
-      for (size_t j = stage_begin_; j < stage_end_; ++j) {
-        const int64_t block = model_->sublayer(j).block();
-        if (block < 0) continue;
-        for (const auto& [name, p] : model_->sublayer(j).hf_parameters())
-          if (p.grad().defined()) block_squares[block] += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
-      }
-    }
-    grad_tracker_->add_step(block_squares);
-  }
-
-  // One world all-reduce: the loss of every pipeline, the squared gradient
-  // norm of every stage (counted once, from replica 0) and stop requests.
+  // One pass over this stage's gradients gives the squared norm for the
+  // global clip and, per block, the statistics of the freeze rule. Replica 0
+  // reports (the replicas hold the same gradients after the all-reduce).
   double squared_norm = 0.0;
+  std::vector<double> block_squares(static_cast<size_t>(num_blocks_), 0.0);
   if (groups_->replica() == 0) {
     torch::NoGradGuard no_grad;
-    for (const auto& [name, p] : optimizer_->parameters())
-      if (p.grad().defined()) squared_norm += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+    for (size_t j = stage_begin_; j < stage_end_; ++j) {
+      const int64_t block = model_->sublayer(j).block();
+      for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) {
+        if (!p.grad().defined()) continue;
+        const double squares = p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+        squared_norm += squares;
+        if (block >= 0) block_squares[block] += squares;
+      }
+    }
   }
+  if (grad_tracker_) grad_tracker_->add_step(block_squares);
+
+  // One world all-reduce: the loss of every pipeline, the squared gradient
+  // norm of every stage and stop requests.
   torch::Tensor totals = torch::tensor({executor_->last() ? loss_sum : 0.0, squared_norm, stop_wanted ? 1.0 : 0.0},
                                        torch::kDouble);
   world_->all_reduce(totals);
