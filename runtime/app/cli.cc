@@ -20,6 +20,7 @@
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/threads.h"
 #include "runtime/core/torch_pch.h"
 #include "runtime/engine/export.h"
 #include "runtime/engine/stop_signal.h"
@@ -74,13 +75,6 @@ int report_failure(std::exception_ptr failure, const std::string& error_file, co
   }
 }
 
-// True when this process is one rank of an mpirun job.
-bool launched_by_mpirun() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
-    if (std::getenv(var)) return true;
-  return false;
-}
-
 std::string host_name() {
   if (const char* host = std::getenv("PIPET_HOST")) return host;  // set by the container launcher
   char buffer[256] = {};
@@ -115,7 +109,7 @@ int command_train(const Options& options) {
   if (!options.output_dir.empty()) config.output.dir = options.output_dir;
   // MPI only under mpirun: a plain run needs no MPI at all.
   std::unique_ptr<MpiRuntime> mpi;
-  if (launched_by_mpirun()) mpi = std::make_unique<MpiRuntime>();
+  if (launched_by_mpi_launcher()) mpi = std::make_unique<MpiRuntime>();
   const int rank = mpi ? mpi->world_rank() : 0;
   init_logging(rank, config.runtime.log_level);
   install_stop_signal_handlers();

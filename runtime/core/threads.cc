@@ -16,16 +16,6 @@ namespace {
 // Marks a policy we set ourselves, so the log can tell it from the user's.
 constexpr const char* kPolicySetMarker = "PIPET_SET_OMP_WAIT_POLICY";
 
-int ranks_on_this_node() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
-    if (const char* value = std::getenv(var)) {
-      int n = std::atoi(value);
-      if (n > 0) return n;
-    }
-  }
-  return 1;
-}
-
 // OpenBLAS keeps its own pool; torch's set_num_threads does not reach it.
 // Looked up at run time so the build does not depend on which BLAS is chosen.
 void set_openblas_threads(int threads) {
@@ -36,6 +26,22 @@ void set_openblas_threads(int threads) {
 }
 
 }  // namespace
+
+int ranks_on_this_node() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const char* value = std::getenv(var)) {
+      int n = std::atoi(value);
+      if (n > 0) return n;
+    }
+  }
+  return 1;
+}
+
+bool launched_by_mpi_launcher() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(var)) return true;
+  return false;
+}
 
 int configure_threads(int64_t requested) {
   int threads = static_cast<int>(requested);

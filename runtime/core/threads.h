@@ -7,6 +7,13 @@
 
 namespace pipet {
 
+// The MPI launcher's ranks on this node (OMPI_COMM_WORLD_LOCAL_SIZE,
+// MPI_LOCALNRANKS or SLURM_NTASKS_PER_NODE), 1 outside a launcher.
+int ranks_on_this_node();
+
+// True when this process is one rank of an mpirun (or PMI/PMIx) job.
+bool launched_by_mpi_launcher();
+
 // `requested` > 0 is used as is; 0 means hardware cores divided by the ranks
 // on this node (OMPI_COMM_WORLD_LOCAL_SIZE), at least 1. Returns the count set.
 int configure_threads(int64_t requested);

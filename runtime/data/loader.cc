@@ -2,6 +2,7 @@
 
 #include "pipet/build_config.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/threads.h"
 
 #include <spdlog/spdlog.h>
 
@@ -12,25 +13,10 @@
 
 namespace pipet {
 
-namespace {
-
-// The MPI launcher's ranks on this node (several ranks share the cores).
-int local_ranks() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}) {
-    if (const char* value = std::getenv(var)) {
-      const int n = std::atoi(value);
-      if (n > 0) return n;
-    }
-  }
-  return 1;
-}
-
-}  // namespace
-
 int resolve_decode_threads(int64_t requested) {
   if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, 1024));
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, cores / local_ranks());
+  return std::max(1, cores / ranks_on_this_node());
 }
 
 // ---- DecodePool --------------------------------------------------------------

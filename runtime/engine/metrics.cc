@@ -1,7 +1,5 @@
 #include "runtime/engine/metrics.h"
 
-#include <cstdlib>
-
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/errors.h"
+#include "runtime/core/threads.h"
 
 namespace pipet {
 namespace {
@@ -39,8 +38,7 @@ MetricsLog::MetricsLog(const std::string& jsonl_path, bool print_to_stdout)
     // mpirun hands rank 0 a pseudo-terminal, but its output is a log that
     // metric scrapers read: no carriage-return progress bars there.
     : print_(print_to_stdout),
-      tty_(isatty(STDOUT_FILENO) == 1 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr &&
-           std::getenv("PMIX_RANK") == nullptr) {
+      tty_(isatty(STDOUT_FILENO) == 1 && !launched_by_mpi_launcher()) {
   if (!jsonl_path.empty()) {
     file_ = std::fopen(jsonl_path.c_str(), "a");
     if (!file_) {
