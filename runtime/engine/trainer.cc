@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "autodp/state_replication.h"
+#include "autodp/state_transfer.h"
 #include "autopipe/compression.h"
 #include "autopipe/cost_model.h"
 #include "autopipe/micro_batch.h"

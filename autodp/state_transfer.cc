@@ -1,4 +1,4 @@
-#include "autodp/state_replication.h"
+#include "autodp/state_transfer.h"
 
 #include "runtime/comm/communicator.h"
 #include "runtime/core/errors.h"
