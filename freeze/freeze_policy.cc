@@ -219,6 +219,13 @@ void GradientNormTracker::reset() {
   steps_ = 0;
 }
 
+void GradientNormTracker::restore(const std::vector<double>& squared_sums, int64_t steps) {
+  if (steps < 0) throw ConfigError("freeze: checkpointed step count " + std::to_string(steps) + " is negative");
+  add_step(squared_sums);  // checks the size and the signs
+  squared_sums_ = squared_sums;
+  steps_ = steps;
+}
+
 std::vector<double> rms_block_norms(const std::vector<double>& squared_sums, int64_t steps) {
   if (steps < 0) throw ConfigError("freeze: step count " + std::to_string(steps) + " is negative");
   std::vector<double> norms(squared_sums.size(), std::nan(""));

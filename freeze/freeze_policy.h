@@ -130,6 +130,9 @@ class GradientNormTracker {
   // Root mean square gradient norm per block since the last reset.
   std::vector<double> norms() const;
   void reset();
+  // Continues an interval from a checkpoint (squared_sums() and steps() of
+  // this rank). Throws ConfigError for a wrong block count or negative values.
+  void restore(const std::vector<double>& squared_sums, int64_t steps);
 
  private:
   std::vector<double> squared_sums_;

@@ -30,19 +30,25 @@ EpochSampler::EpochSampler(int64_t dataset_size, int64_t batch_size, uint64_t se
       batch_size_(batch_size),
       seed_(seed),
       shuffle_(shuffle),
-      drop_last_(drop_last) {
-  if (batch_size < 1)
-    throw ConfigError(batch_size_key + " must be >= 1, got " + std::to_string(batch_size));
-  if (dataset_size < 1)
-    throw ConfigError("the dataset has no samples (size " + std::to_string(dataset_size) +
-                      "); nothing to draw batches of " + batch_size_key + "=" +
-                      std::to_string(batch_size) + " from");
-  if (drop_last && dataset_size < batch_size)
-    throw ConfigError(batch_size_key + "=" + std::to_string(batch_size) +
-                      " is larger than the dataset (" + std::to_string(dataset_size) +
-                      " samples): with incomplete batches dropped, an epoch would have no "
-                      "batch; lower " + batch_size_key + " or use more samples");
+      drop_last_(drop_last),
+      batch_size_key_(std::move(batch_size_key)) {
+  set_batch_size(batch_size);
   start_epoch(0);
+}
+
+void EpochSampler::set_batch_size(int64_t batch_size) {
+  if (batch_size < 1)
+    throw ConfigError(batch_size_key_ + " must be >= 1, got " + std::to_string(batch_size));
+  if (dataset_size_ < 1)
+    throw ConfigError("the dataset has no samples (size " + std::to_string(dataset_size_) +
+                      "); nothing to draw batches of " + batch_size_key_ + "=" +
+                      std::to_string(batch_size) + " from");
+  if (drop_last_ && dataset_size_ < batch_size)
+    throw ConfigError(batch_size_key_ + "=" + std::to_string(batch_size) +
+                      " is larger than the dataset (" + std::to_string(dataset_size_) +
+                      " samples): with incomplete batches dropped, an epoch would have no "
+                      "batch; lower " + batch_size_key_ + " or use more samples");
+  batch_size_ = batch_size;
 }
 
 void EpochSampler::start_epoch(int64_t epoch) {

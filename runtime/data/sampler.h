@@ -43,6 +43,12 @@ class EpochSampler {
   // Moves to the beginning of epoch `epoch` (>= 0).
   void start_epoch(int64_t epoch);
 
+  // Changes the batch size from the next batch on, keeping the position: a
+  // layout change in the middle of an epoch (AutoDP growing the global batch)
+  // neither repeats nor skips a sample of the epoch. Same checks as the
+  // constructor (ConfigError naming the batch size key).
+  void set_batch_size(int64_t batch_size);
+
   State state() const { return {epoch_, position_}; }
   // Restores a state from state(). Throws DataError when it cannot belong to
   // this dataset (negative epoch, position beyond the dataset).
@@ -67,6 +73,7 @@ class EpochSampler {
   uint64_t seed_;
   bool shuffle_;
   bool drop_last_;
+  std::string batch_size_key_;
   int64_t epoch_ = 0;
   int64_t position_ = 0;
   std::vector<int64_t> order_;

@@ -25,7 +25,7 @@ namespace pipet {
 
 // Counters a resumed run needs to continue exactly where it stopped.
 struct TrainerState {
-  int64_t step = 0;               // optimizer steps done (= LR schedule position)
+  int64_t step = 0;               // optimizer steps done (= LR schedule position under keep_global_batch)
   int64_t epoch = 0;              // current epoch (0-based)
   int64_t sampler_position = 0;   // samples of `epoch` already consumed
   int64_t samples_seen = 0;
@@ -39,6 +39,16 @@ struct TrainerState {
   int64_t micro_batches = 1;
   int64_t freeze_decisions = 0;   // freeze decisions taken (T)
   double freeze_bound = 0.0;      // the freeze rule's unrounded bound b(T)
+  // Freeze statistics: this rank's sums since the last decision, and the
+  // past intervals freeze.smoothing_window pools (world-reduced; oldest first).
+  std::vector<double> freeze_interval_sums;
+  int64_t freeze_interval_steps = 0;
+  std::vector<std::vector<double>> freeze_window_sums;
+  std::vector<int64_t> freeze_window_steps;
+  // autodp.batch_policy of the run and what it gave the current layout.
+  std::string batch_policy = "keep_global_batch";
+  int64_t global_batch = 0;       // samples per step; 0 = not recorded
+  double lr_scale = 1.0;          // multiplier of the scheduled LR
 };
 
 nlohmann::json trainer_state_to_json(const TrainerState& state);

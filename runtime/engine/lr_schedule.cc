@@ -21,15 +21,17 @@ LrSchedule::LrSchedule(const TrainLoopConfig& config, int64_t total_steps)
   warmup_steps_ = std::min(warmup_steps_, total_steps_);
 }
 
-double LrSchedule::lr_at(int64_t step) const {
-  if (step < warmup_steps_) {
-    return base_lr_ * static_cast<double>(step + 1) / static_cast<double>(warmup_steps_);
+double LrSchedule::lr_at_position(double position) const {
+  const auto warmup = static_cast<double>(warmup_steps_);
+  if (position < warmup) {
+    // Update k of the warm-up uses (k + 1) / warmup of the peak; a position
+    // between warmup - 1 and warmup already has it.
+    return position + 1.0 <= warmup ? base_lr_ * (position + 1.0) / warmup : base_lr_;
   }
   if (kind_ == "constant") return base_lr_;
-  const int64_t decay_steps = total_steps_ - warmup_steps_;
+  const double decay_steps = static_cast<double>(total_steps_ - warmup_steps_);
   const double progress =
-      decay_steps <= 0 ? 1.0
-                       : std::clamp(static_cast<double>(step - warmup_steps_) / decay_steps, 0.0, 1.0);
+      decay_steps <= 0 ? 1.0 : std::clamp((position - warmup) / decay_steps, 0.0, 1.0);
   const double factor = kind_ == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * progress)) : 1.0 - progress;
   return base_lr_ * (min_ratio_ + (1.0 - min_ratio_) * factor);
 }

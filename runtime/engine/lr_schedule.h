@@ -17,7 +17,13 @@ class LrSchedule {
   // Learning rate for the update numbered `step` (0-based). Linear warm-up
   // from lr/warmup to lr over the warm-up steps, then cosine or linear decay
   // to min_lr_ratio * lr at total_steps (constant stays at lr).
-  double lr_at(int64_t step) const;
+  double lr_at(int64_t step) const { return lr_at_position(static_cast<double>(step)); }
+  // The same curve at a fractional position: with autodp.batch_policy
+  // scale_lr a step's size changes with the replica count, so the trainer
+  // places each update at (samples consumed before it) / train.batch_size,
+  // and the schedule ends at the same point of the data for every layout.
+  // Integral positions give exactly lr_at().
+  double lr_at_position(double position) const;
 
   int64_t warmup_steps() const { return warmup_steps_; }
   int64_t total_steps() const { return total_steps_; }
