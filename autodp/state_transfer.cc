@@ -103,7 +103,8 @@ TransferStats move_training_state(Communicator& world, TransformerModel& model,
     torch::Tensor packed = torch::empty({total_bytes(tensors)}, torch::kUInt8);
     int64_t offset = 0;
     for (const torch::Tensor& t : tensors) {
-      const torch::Tensor source = t.contiguous();
+      // The move travels over the world's host communicator: GPU state is staged through host memory.
+      const torch::Tensor source = t.to(torch::kCPU).contiguous();
       std::memcpy(packed.data_ptr<uint8_t>() + offset, source.data_ptr(), source.nbytes());
       offset += static_cast<int64_t>(source.nbytes());
     }

@@ -283,8 +283,7 @@ ScratchDir::ScratchDir(const std::string& prefix) {
 
 ScratchDir::~ScratchDir() {
   if (keep_) return;
-  std::error_code ignored;  // a destructor must not throw; a leftover temp dir is harmless
-  std::filesystem::remove_all(path_, ignored);
+  remove_tree(path_);  // never throws; a leftover temp dir is harmless (runtime/core/files.h)
 }
 
 }  // namespace pipet::bench

@@ -1,6 +1,7 @@
 // Unit tests of the benchmark harness: the statistics every figure rests on,
 // the table layout, and the process/scratch helpers.
 #include "benchmarks/harness.h"
+#include "runtime/core/files.h"
 
 #include "runtime/core/errors.h"
 
@@ -105,7 +106,7 @@ TEST(ScratchDir, KeepLeavesItInPlace) {
     dir.keep();
   }
   EXPECT_TRUE(std::filesystem::is_directory(path));
-  std::filesystem::remove_all(path);
+  remove_tree(path);
 }
 
 }  // namespace

@@ -20,11 +20,13 @@
 #include "runtime/core/safetensors_torch.h"
 #include "runtime/core/strings.h"
 #include "runtime/core/threads.h"
+#include "runtime/core/torch_compat.h"
 #include "runtime/engine/optimizer.h"
 #include "runtime/model/model.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <array>
@@ -71,6 +73,8 @@ struct StepTimeOptions {
   bool allocator_tuned = false; // whether configure_allocator() applied them here
   std::string work_dir;
   std::string log_level = "warn";
+  std::string device = "cpu";      // cpu | cuda (ours only: the GPU reference is benchmarks/gpu/)
+  std::string precision = "fp32";  // fp32 | bf16 (autocast forward, fp32 weights and AdamW)
 };
 
 void validate(const StepTimeOptions& o) {
@@ -92,6 +96,15 @@ void validate(const StepTimeOptions& o) {
   if (!(o.weight_decay >= 0.0)) throw ConfigError("--weight-decay must be >= 0");
   if (!(o.clip_norm > 0.0)) throw ConfigError("--clip-norm must be > 0");
   if (!(o.fail_above_ratio >= 0.0)) throw ConfigError("--fail-above-ratio must be >= 0 (0 = off)");
+  if (o.device != "cpu" && o.device != "cuda")
+    throw ConfigError("--device must be cpu or cuda, got '" + o.device + "'");
+  if (o.precision != "fp32" && o.precision != "bf16")
+    throw ConfigError("--precision must be fp32 or bf16, got '" + o.precision + "'");
+  if (o.device == "cuda" && !torch::cuda::is_available())
+    throw ConfigError("--device cuda: this LibTorch has no CUDA support or no GPU is visible");
+  if (o.device == "cuda" && !o.no_pytorch)
+    throw ConfigError("--device cuda times ours only (add --no-pytorch); the GPU references "
+                      "(transformers eager and torch.compile) are benchmarks/gpu/hf_step_time.py");
   if (o.no_pytorch && o.require_pytorch) {
     throw ConfigError("--no-pytorch and --require-pytorch contradict each other");
   }
@@ -158,13 +171,20 @@ FixedBatch make_batch(const ModelSpec& spec, const StepTimeOptions& o) {
 class OurStep {
  public:
   OurStep(TransformerModel& model, Optimizer& optimizer, const FixedBatch& batch, double lr,
-          double clip_norm)
-      : model_(model), optimizer_(optimizer), batch_(batch), lr_(lr), clip_norm_(clip_norm) {}
+          double clip_norm, torch::Device device, c10::ScalarType autocast_dtype)
+      : model_(model), optimizer_(optimizer), batch_(batch), lr_(lr), clip_norm_(clip_norm),
+        device_(device), autocast_dtype_(autocast_dtype) {}
 
   StepValues run(PhaseSamples* phases) {
     const double t0 = now_ms();
-    const auto logits = model_.forward(batch_.inputs);
-    const auto loss = torch::nn::functional::cross_entropy(logits, batch_.labels);
+    torch::Tensor loss;
+    {
+      // Forward and loss under autocast (bf16), backward outside it, as the trainer does.
+      std::optional<AutocastGuard> autocast;
+      if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+      const auto logits = model_.forward(batch_.inputs);
+      loss = torch::nn::functional::cross_entropy(logits, batch_.labels);
+    }
     StepValues values;
     values.loss = loss.item<double>();
     const double t1 = now_ms();
@@ -174,6 +194,8 @@ class OurStep {
     const double t3 = now_ms();
     optimizer_.step(lr_);
     optimizer_.zero_grad();
+    // A step is done when the device is: the next one starts from idle.
+    if (device_.is_cuda()) torch::cuda::synchronize();
     const double t4 = now_ms();
     if (phases != nullptr) {
       (*phases)["forward_loss"].push_back(t1 - t0);
@@ -190,6 +212,8 @@ class OurStep {
   const FixedBatch& batch_;
   double lr_;
   double clip_norm_;
+  torch::Device device_;
+  c10::ScalarType autocast_dtype_;
 };
 
 // What one side measured for one (model, threads) row, over all rounds.
@@ -261,8 +285,18 @@ SideResult time_ours(const ModelSpec& spec, const std::map<std::string, torch::T
   train.optimizer = "adamw";
   train.lr = o.lr;
   train.weight_decay = o.weight_decay;
+  const torch::Device device = o.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  model.to(device);
+  FixedBatch on_device;
+  on_device.inputs.hidden = batch.inputs.hidden.to(device);
+  if (batch.inputs.attention_mask.defined()) {
+    on_device.inputs.attention_mask = batch.inputs.attention_mask.to(device);
+    on_device.inputs.token_type_ids = batch.inputs.token_type_ids.to(device);
+  }
+  on_device.labels = batch.labels.to(device);
   auto optimizer = make_optimizer(train, model.hf_parameters());
-  OurStep step(model, *optimizer, batch, o.lr, o.clip_norm);
+  OurStep step(model, *optimizer, on_device, o.lr, o.clip_norm, device,
+               o.precision == "bf16" ? torch::kBFloat16 : torch::kFloat);
 
   SideResult result;
   model.eval();  // dropout off: the reference computes the same losses
@@ -577,7 +611,9 @@ nlohmann::json results_json(const std::vector<Row>& rows, const StepTimeOptions&
                          {"lr", o.lr},
                          {"weight_decay", o.weight_decay},
                          {"clip_norm", o.clip_norm},
-                         {"seed", o.seed}};
+                         {"seed", o.seed},
+                         {"device", o.device},
+                         {"precision", o.precision}};
   nlohmann::json results = nlohmann::json::array();
   for (const auto& row : rows) {
     nlohmann::json r{{"model", row.model},
@@ -693,6 +729,11 @@ int main(int argc, char** argv) {
                  "Keep the exchanged weights/batch/config here (default: a temp dir, removed)")
       ->capture_default_str();
   app.add_option("--log-level", options.log_level, "debug | info | warn | error")
+      ->capture_default_str();
+  app.add_option("--device", options.device, "cpu | cuda (cuda: ours only, with --no-pytorch)")
+      ->capture_default_str();
+  app.add_option("--precision", options.precision,
+                 "fp32 | bf16 (autocast forward; fp32 weights, gradients and AdamW state)")
       ->capture_default_str();
   try {
     app.parse(argc, argv);

@@ -56,7 +56,8 @@ void reset_run_dir(const LauncherSettings& s) {
   std::error_code ec;
   for (const char* name : {"config.json", "host", "ready", "failed", "contacted", "done"})
     fs::remove(marker(s, name), ec);
-  fs::remove_all(rank_error_dir(s), ec);
+  if (const std::string problem = remove_tree(rank_error_dir(s)); !problem.empty())
+    throw IoError("PIPET_SAGEMAKER_RUN_DIR: " + problem);
   ensure_writable_directory(s.run_dir, "PIPET_SAGEMAKER_RUN_DIR");
   ensure_writable_directory(rank_error_dir(s), "PIPET_SAGEMAKER_RUN_DIR/errors");
 }

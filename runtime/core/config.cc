@@ -343,8 +343,16 @@ std::vector<FieldSpec> build_schema() {
       field(PIPET_CONFIG_FIELD(freeze, manual),
             "manual policy: frozen blocks after decision 1, 2, ... (non-decreasing integers).")
           .at_least(0),
+      field(PIPET_CONFIG_FIELD(freeze, smoothing_window),
+            "adaptive policy: decision intervals pooled into each block's gradient norm (RMS over "
+            "all their steps); 1 = the interval since the last decision alone.")
+          .at_least(1),
 
       // autopipe
+      field(PIPET_CONFIG_FIELD(autopipe, enabled),
+            "Adapt the pipeline as blocks freeze (compression to fewer stages, re-balanced "
+            "partition); false keeps K and the starting partition, moving boundaries only as far as "
+            "the frozen prefix (always on stage 0) requires: the \"freeze only\" configuration."),
       field(PIPET_CONFIG_FIELD(autopipe, partition),
             "Partition of the sub-layers over stages: optimal (minimises the largest stage) or "
             "greedy (the paper's balance).")
@@ -390,11 +398,30 @@ std::vector<FieldSpec> build_schema() {
           .at_least(0)
           .below(1),
 
+      // autodp
+      field(PIPET_CONFIG_FIELD(autodp, enabled),
+            "Fill the ranks a compressed pipeline frees with new replicas; false keeps the "
+            "starting replica count and leaves those ranks idle (they only join world "
+            "collectives): the paper's \"freeze + AutoPipe\" configuration."),
+      field(PIPET_CONFIG_FIELD(autodp, batch_policy),
+            "When the replica count grows: keep_global_batch (train.batch_size split over the "
+            "replicas, the optimisation unchanged) or scale_lr (the per-replica batch stays "
+            "train.batch_size / starting replicas, so the global batch and the LR grow by R / R0; "
+            "the LR schedule and train.max_steps count steps of train.batch_size samples).")
+          .one_of({"keep_global_batch", "scale_lr"}),
+
       // runtime
       field(PIPET_CONFIG_FIELD(runtime, threads),
             "Intra-op threads per rank; 0 = cores divided by local ranks.")
           .at_least(0),
-      field(PIPET_CONFIG_FIELD(runtime, device), "Device of each rank.").one_of({"cpu", "cuda"}),
+      field(PIPET_CONFIG_FIELD(runtime, device),
+            "Device of each rank; cuda takes local rank modulo the visible GPUs (needs a "
+            "PIPET_WITH_CUDA build).")
+          .one_of({"cpu", "cuda"}),
+      field(PIPET_CONFIG_FIELD(runtime, precision),
+            "Arithmetic of forward passes: bf16 runs matrix products and attention in bfloat16 "
+            "under autocast, with fp32 weights, gradients and optimizer state.")
+          .one_of({"fp32", "bf16"}),
       field(PIPET_CONFIG_FIELD(runtime, log_level),
             "Log level; empty = info on rank 0 and warn on the others.")
           .one_of({"", "debug", "info", "warn", "error"}),

@@ -133,9 +133,13 @@ struct FreezeConfig {
   int64_t warmup_decisions = 0;     // decisions that freeze nothing first
   double max_fraction = 1.0;        // never freeze more than this fraction of the blocks
   std::vector<double> manual;       // manual: frozen blocks after decision 1, 2, ...
+  int64_t smoothing_window = 2;     // adaptive: decision intervals pooled into each gradient norm
 };
 
 struct AutoPipeConfig {
+  // false: K stays K0 and the starting partition is kept (boundaries move only
+  // as far as the frozen prefix, always on stage 0, requires): "freeze only".
+  bool enabled = true;
   std::string partition = "optimal";  // optimal | greedy (the paper's)
   std::string cost = "parameters";    // parameters (the paper's proxy) | measured (profiled time)
   double frozen_cost = 1.0 / 6.0;     // lambda_frozen: a frozen sub-layer's cost relative to an active one
@@ -155,9 +159,21 @@ struct AutoCacheConfig {
   double margin = 0.1;             // auto: hysteresis margin
 };
 
+// AutoDP: replicas fill the ranks a compressed pipeline frees.
+struct AutoDpConfig {
+  // false: a compression to K' stages keeps the starting replica count R0;
+  // the ranks beyond K' x R0 sit out (no batches, only world collectives).
+  bool enabled = true;
+  // keep_global_batch: train.batch_size is split over the replicas (same
+  // optimisation); scale_lr: the per-replica batch stays at its starting
+  // size and the LR grows linearly with the replica count.
+  std::string batch_policy = "keep_global_batch";
+};
+
 struct RuntimeConfig {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
   std::string device = "cpu";      // cpu | cuda
+  std::string precision = "fp32";  // fp32 | bf16 (autocast; fp32 weights and optimizer state)
   std::string log_level;           // debug | info | warn | error; empty = per-rank default
 };
 
@@ -172,6 +188,7 @@ struct TrainConfig {
   FreezeConfig freeze;
   AutoPipeConfig autopipe;
   AutoCacheConfig autocache;
+  AutoDpConfig autodp;
   RuntimeConfig runtime;
 };
 

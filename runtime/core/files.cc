@@ -3,6 +3,7 @@
 #include "runtime/core/errors.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -250,6 +251,42 @@ void fsync_directory(const std::string& path) {
 bool path_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
+}
+
+namespace {
+thread_local std::string remove_tree_error;
+
+int remove_one(const char* path, const struct stat*, int type, struct FTW*) {
+  // Depth-first: a directory's entries are gone before it is visited.
+  const int rc = (type == FTW_DP) ? ::rmdir(path) : ::unlink(path);
+  if (rc != 0 && errno != ENOENT) {
+    remove_tree_error = std::string("cannot remove ") + path + ": " + std::generic_category().message(errno);
+    return 1;  // stops the walk
+  }
+  return 0;
+}
+}  // namespace
+
+std::string remove_tree(const std::string& path) noexcept {
+  try {
+    struct stat info;
+    if (::lstat(path.c_str(), &info) != 0) {
+      return errno == ENOENT ? std::string()
+                             : "cannot inspect " + path + ": " + std::generic_category().message(errno);
+    }
+    if (!S_ISDIR(info.st_mode)) {
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        return "cannot remove " + path + ": " + std::generic_category().message(errno);
+      return {};
+    }
+    remove_tree_error.clear();
+    // FTW_PHYS: links are removed as links; FTW_DEPTH: children first.
+    if (::nftw(path.c_str(), remove_one, 32, FTW_DEPTH | FTW_PHYS) != 0 && remove_tree_error.empty())
+      remove_tree_error = "cannot walk " + path + ": " + std::generic_category().message(errno);
+    return remove_tree_error;
+  } catch (...) {
+    return "cannot remove " + path + ": out of memory";
+  }
 }
 
 }  // namespace pipet

@@ -24,6 +24,15 @@ void fsync_directory(const std::string& path);
 
 bool path_exists(const std::string& path);
 
+// Removes `path` and, for a directory, everything below it (symbolic links
+// are removed, never followed); a missing path is not an error. Returns the
+// first failure's message, empty on success. Never throws.
+//
+// Use this, not std::filesystem::remove_all: PyTorch 2.x wheels' libtorch.so
+// exports its own build of std::filesystem, which interposes ours, and its
+// remove_all jumps to a null address on Ubuntu 24.04 (docs/gpu.md).
+std::string remove_tree(const std::string& path) noexcept;
+
 // Streams a file into place atomically, for contents too large to assemble in
 // memory first: bytes go to a uniquely named temporary file next to `path`;
 // commit() fsyncs it, renames it over `path` and fsyncs the directory. If the

@@ -37,6 +37,16 @@ int ranks_on_this_node() {
   return 1;
 }
 
+int local_rank_on_this_node() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+    if (const char* value = std::getenv(var)) {
+      const int rank = std::atoi(value);
+      if (rank >= 0) return rank;
+    }
+  }
+  return 0;
+}
+
 bool launched_by_mpi_launcher() {
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
     if (std::getenv(var)) return true;

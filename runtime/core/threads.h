@@ -11,6 +11,10 @@ namespace pipet {
 // MPI_LOCALNRANKS or SLURM_NTASKS_PER_NODE), 1 outside a launcher.
 int ranks_on_this_node();
 
+// This rank's index among the ranks on its node (OMPI_COMM_WORLD_LOCAL_RANK,
+// MPI_LOCALRANKID or SLURM_LOCALID), 0 outside a launcher: picks its GPU.
+int local_rank_on_this_node();
+
 // True when this process is one rank of an mpirun (or PMI/PMIx) job.
 bool launched_by_mpi_launcher();
 

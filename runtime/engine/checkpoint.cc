@@ -127,7 +127,14 @@ nlohmann::json trainer_state_to_json(const TrainerState& s) {
           {"pipeline_stages", s.pipeline_stages},
           {"micro_batches", s.micro_batches},
           {"freeze_decisions", s.freeze_decisions},
-          {"freeze_bound", s.freeze_bound}};
+          {"freeze_bound", s.freeze_bound},
+          {"freeze_interval_sums", s.freeze_interval_sums},
+          {"freeze_interval_steps", s.freeze_interval_steps},
+          {"freeze_window_sums", s.freeze_window_sums},
+          {"freeze_window_steps", s.freeze_window_steps},
+          {"batch_policy", s.batch_policy},
+          {"global_batch", s.global_batch},
+          {"lr_scale", s.lr_scale}};
 }
 
 TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
@@ -147,6 +154,23 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
   // Absent in checkpoints written before freezing existed: no decision yet.
   if (j.contains("freeze_decisions")) s.freeze_decisions = required<int64_t>(j, "freeze_decisions", source);
   if (j.contains("freeze_bound")) s.freeze_bound = required<double>(j, "freeze_bound", source);
+  // Absent before smoothing and batch policies existed: an empty window and
+  // the batch policy that was the only one.
+  if (j.contains("freeze_interval_sums"))
+    s.freeze_interval_sums = required<std::vector<double>>(j, "freeze_interval_sums", source);
+  if (j.contains("freeze_interval_steps"))
+    s.freeze_interval_steps = required<int64_t>(j, "freeze_interval_steps", source);
+  if (j.contains("freeze_window_sums"))
+    s.freeze_window_sums = required<std::vector<std::vector<double>>>(j, "freeze_window_sums", source);
+  if (j.contains("freeze_window_steps"))
+    s.freeze_window_steps = required<std::vector<int64_t>>(j, "freeze_window_steps", source);
+  if (s.freeze_window_sums.size() != s.freeze_window_steps.size()) {
+    throw FormatError(source + ": freeze_window_sums has " + std::to_string(s.freeze_window_sums.size()) +
+                      " intervals but freeze_window_steps " + std::to_string(s.freeze_window_steps.size()));
+  }
+  if (j.contains("batch_policy")) s.batch_policy = required<std::string>(j, "batch_policy", source);
+  if (j.contains("global_batch")) s.global_batch = required<int64_t>(j, "global_batch", source);
+  if (j.contains("lr_scale")) s.lr_scale = required<double>(j, "lr_scale", source);
   if (s.step < 0 || s.epoch < 0 || s.sampler_position < 0) {
     throw FormatError(source + ": negative step, epoch or sampler_position");
   }
@@ -162,7 +186,7 @@ Checkpointer::Checkpointer(std::string dir, int64_t keep) : dir_(std::move(dir))
     if (name.rfind(std::string(".") + kStatePrefix, 0) == 0 && name.find(kTempMarker) != std::string::npos) {
       spdlog::warn("[checkpoint] removing incomplete checkpoint '{}' left by an interrupted writer",
                    entry.path().string());
-      fs::remove_all(entry.path(), ec);
+      remove_tree(entry.path().string());
     }
   }
 }
@@ -173,7 +197,7 @@ std::string Checkpointer::save(const CheckpointData& data) {
   const fs::path temp_path =
       fs::path(dir_) / ("." + name + kTempMarker + std::to_string(::getpid()));
   std::error_code ec;
-  fs::remove_all(temp_path, ec);
+  remove_tree(temp_path.string());
   if (!fs::create_directory(temp_path, ec) || ec) {
     throw IoError("checkpoint.dir: cannot create '" + temp_path.string() + "': " + ec.message());
   }
@@ -198,7 +222,8 @@ std::string Checkpointer::save(const CheckpointData& data) {
     fs::rename(final_path, aside, ec);
     if (ec) throw IoError("checkpoint.dir: cannot replace '" + final_path.string() + "': " + ec.message());
     fs::rename(temp_path, final_path, ec);
-    fs::remove_all(aside);
+    if (const std::string problem = remove_tree(aside.string()); !problem.empty())
+      spdlog::warn("[checkpoint] {}", problem);
   } else {
     fs::rename(temp_path, final_path, ec);
   }
@@ -226,9 +251,8 @@ std::vector<std::string> Checkpointer::list() const {
 void Checkpointer::prune() {
   std::vector<std::string> all = list();
   for (size_t i = 0; i + static_cast<size_t>(keep_) < all.size(); ++i) {
-    std::error_code ec;
-    fs::remove_all(all[i], ec);
-    if (ec) spdlog::warn("[checkpoint] cannot remove old checkpoint '{}': {}", all[i], ec.message());
+    if (const std::string problem = remove_tree(all[i]); !problem.empty())
+      spdlog::warn("[checkpoint] cannot remove old checkpoint '{}': {}", all[i], problem);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "runtime/engine/optimizer.h"
 
+#include "runtime/core/torch_compat.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -66,6 +68,12 @@ AdamW::AdamW(NamedTensors parameters, double beta1, double beta2, double eps, do
 
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
+#if PIPET_TORCH_HAS_FUSED_ADAMW
+  if (!parameters_.empty() && parameters_.front().second.is_cuda()) {
+    fused_step(lr);
+    return;
+  }
+#endif
   for (size_t i = 0; i < parameters_.size(); ++i) {
     torch::Tensor& p = parameters_[i].second;
     const torch::Tensor& grad = p.grad();
@@ -80,6 +88,43 @@ void AdamW::step(double lr) {
     torch::Tensor denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bias_correction2)).add_(eps_);
     p.addcdiv_(exp_avg_[i], denom, -step_size);
   }
+}
+
+void AdamW::fused_step(double lr) {
+#if PIPET_TORCH_HAS_FUSED_ADAMW
+  if (device_steps_.size() != parameters_.size()) {
+    device_steps_.clear();
+    for (size_t i = 0; i < parameters_.size(); ++i)
+      device_steps_.push_back(torch::full({}, static_cast<double>(steps_[i]),
+                                          parameters_[i].second.options().dtype(torch::kFloat)));
+  }
+  // Two groups: weight decay applies to matrices only (see decays()).
+  struct Group {
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+  } groups[2];
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const torch::Tensor& p = parameters_[i].second;
+    if (!p.grad().defined()) continue;  // its state does not advance
+    ++steps_[i];
+    Group& g = groups[decays(p) ? 1 : 0];
+    g.params.push_back(p);
+    g.grads.push_back(p.grad());
+    g.exp_avgs.push_back(exp_avg_[i]);
+    g.exp_avg_sqs.push_back(exp_avg_sq_[i]);
+    g.steps.push_back(device_steps_[i]);
+  }
+  for (int decay = 0; decay < 2; ++decay) {
+    Group& g = groups[decay];
+    if (g.params.empty()) continue;
+    at::_foreach_add_(g.steps, 1.0);
+    at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, /*max_exp_avg_sqs=*/{}, g.steps, lr,
+                      beta1_, beta2_, decay ? weight_decay_ : 0.0, eps_, /*amsgrad=*/false,
+                      /*maximize=*/false);
+  }
+#else
+  (void)lr;
+  throw ModelError("the fused AdamW kernel needs LibTorch 2.0 or newer");
+#endif
 }
 
 NamedTensors AdamW::state() const {
@@ -104,6 +149,7 @@ void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, const 
     if (step.numel() != 1) throw ModelError(source + ": optimizer state '" + name + "/step' is not a scalar");
     steps_[i] = step.to(torch::kInt64).item<int64_t>();
   }
+  device_steps_.clear();  // rebuilt from steps_ by the next fused step
   reject_leftovers(state, std::move(consumed), source, name());
 }
 
@@ -172,16 +218,27 @@ std::unique_ptr<Optimizer> make_optimizer(const TrainLoopConfig& config, NamedTe
 
 double clip_grad_norm(const NamedTensors& parameters, double max_norm) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> norms;
+  std::vector<torch::Tensor> grads;
   for (const auto& [name, p] : parameters) {
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat64));
+    if (p.grad().defined()) grads.push_back(p.grad());
   }
-  if (norms.empty()) return 0.0;
-  const double total = torch::stack(norms).norm(2).item<double>();
+  if (grads.empty()) return 0.0;
+  // On a GPU the multi-tensor kernels take a few launches for the whole model
+  // instead of several per parameter.
+  const bool multi_tensor = grads.front().is_cuda();
+  std::vector<torch::Tensor> norms;
+  if (multi_tensor) {
+    norms = at::_foreach_norm(grads, 2);
+  } else {
+    for (const torch::Tensor& g : grads) norms.push_back(g.norm(2));
+  }
+  const double total = torch::stack(norms).to(torch::kFloat64).norm(2).item<double>();
   if (max_norm > 0.0 && std::isfinite(total) && total > max_norm) {
     const double scale = max_norm / (total + 1e-6);
-    for (const auto& [name, p] : parameters) {
-      if (p.grad().defined()) p.grad().mul_(scale);
+    if (multi_tensor) {
+      at::_foreach_mul_(grads, scale);
+    } else {
+      for (torch::Tensor& g : grads) g.mul_(scale);
     }
   }
   return total;

@@ -2,6 +2,7 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/torch_compat.h"
 #include "runtime/data/batch.h"
 #include "runtime/engine/task.h"
 #include "runtime/model/model.h"
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 namespace pipet {
 
@@ -47,7 +49,7 @@ void describe_tensor(int64_t* out, const torch::Tensor& t) {
   out[1 + kMaxDims] = static_cast<int64_t>(t.scalar_type());
 }
 
-torch::Tensor empty_from(const int64_t* in, const std::string& what) {
+torch::Tensor empty_from(const int64_t* in, const torch::Device& device, const std::string& what) {
   const int64_t ndim = in[0];
   const int64_t dtype = in[1 + kMaxDims];
   if (ndim < 0 || ndim > kMaxDims || dtype < 0 ||
@@ -57,7 +59,15 @@ torch::Tensor empty_from(const int64_t* in, const std::string& what) {
   std::vector<int64_t> sizes(in + 1, in + 1 + ndim);
   for (int64_t size : sizes)
     if (size < 0) throw CommError(what + ": malformed header (negative size)");
-  return torch::empty(sizes, torch::TensorOptions().dtype(static_cast<c10::ScalarType>(dtype)));
+  return torch::empty(sizes, torch::TensorOptions().dtype(static_cast<c10::ScalarType>(dtype)).device(device));
+}
+
+// The device of a stage's first parameter (every parameter of a model lives
+// on one device).
+torch::Device stage_device(const TransformerModel& model, size_t begin, size_t end) {
+  for (size_t j = begin; j < end; ++j)
+    for (const auto& [name, p] : model.sublayer(j).hf_parameters()) return p.device();
+  return torch::Device(torch::kCPU);
 }
 
 }  // namespace
@@ -193,7 +203,8 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
       task_(task),
       timeout_(timeout),
       stage_(pipeline.rank()),
-      stages_(pipeline.size()) {
+      stages_(pipeline.size()),
+      device_(stage_device(model, begin, std::min(end, model.num_sublayers()))) {
   if (begin >= end || end > model.num_sublayers())
     throw ModelError("stage " + std::to_string(stage_) + " was given sub-layers [" +
                      std::to_string(begin) + ", " + std::to_string(end) + ") of a model with " +
@@ -231,10 +242,10 @@ Activations StageExecutor::receive_activations(int64_t micro_batch) {
     throw CommError(what + ": got micro-batch " + std::to_string(h[0]) +
                     " instead; the stages disagree on the schedule");
   Activations in;
-  in.hidden = empty_from(h + kHiddenAt, what);
+  in.hidden = empty_from(h + kHiddenAt, device_, what);
   pipeline_.recv(in.hidden, stage_ - 1, kHiddenTag, {timeout_});
   if (h[kMaskAt] > 0) {
-    in.attention_mask = empty_from(h + kMaskAt, what);
+    in.attention_mask = empty_from(h + kMaskAt, device_, what);
     pipeline_.recv(in.attention_mask, stage_ - 1, kMaskTag, {timeout_});
   }
   return in;
@@ -243,6 +254,8 @@ Activations StageExecutor::receive_activations(int64_t micro_batch) {
 void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, Pending* pending,
                             torch::Tensor* logits) {
   Activations a = first() ? micro.input : receive_activations(index);
+  std::optional<AutocastGuard> autocast;
+  if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
   const size_t count = end_ - begin_;
   // A cached frozen-prefix output skips the sub-layers it already went through.
   const size_t start = first() ? std::max(begin_, micro.input_depth) : begin_;
@@ -322,14 +335,19 @@ double StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSche
   wait_seconds_ = 0.0;
   const int64_t count = static_cast<int64_t>(micro_batches.size());
   std::vector<Pending> pending(static_cast<size_t>(count));
-  double loss_sum = 0.0;
+  // Summed on the device in double (the same arithmetic as on the host) and
+  // read once after the schedule: no host synchronisation per micro-batch.
+  torch::Tensor loss_sum;
   auto run_forward = [&](int64_t m) {
     forward(micro_batches[m], m, /*keep_graph=*/true, &pending[m], nullptr);
     if (last()) {
       // A non-finite loss is not thrown here: the trainer sees it after the
       // step's all-reduce, on every rank at once.
       const int64_t rows = micro_batches[m].labels.size(0);
-      loss_sum += pending[m].loss.item<double>() / micro_batches[m].loss_weight * static_cast<double>(rows);
+      const torch::Tensor term = pending[m].loss.detach().to(torch::kDouble)
+                                     .div(micro_batches[m].loss_weight)
+                                     .mul(static_cast<double>(rows));
+      loss_sum = loss_sum.defined() ? loss_sum.add(term) : term;
     }
   };
   auto run_backward = [&](int64_t m) {
@@ -356,7 +374,7 @@ double StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSche
     throw;
   }
   total_seconds_ = seconds_since(started);
-  return loss_sum;
+  return loss_sum.defined() ? loss_sum.item<double>() : 0.0;
 }
 
 std::vector<torch::Tensor> StageExecutor::forward_only(std::vector<MicroBatch>& micro_batches) {

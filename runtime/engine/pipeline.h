@@ -86,6 +86,10 @@ class StageExecutor {
   size_t begin() const { return begin_; }
   size_t end() const { return end_; }
 
+  // Forward passes (and the loss) under autocast to `dtype` (bf16) on the
+  // stage's device; kFloat turns it off. Backward follows forward's dtypes.
+  void use_autocast(c10::ScalarType dtype) { autocast_dtype_ = dtype; }
+
   // Forward and backward of every micro-batch in `schedule` order. Returns
   // the sum over micro-batches of (mean loss x rows) on the last stage, 0
   // elsewhere (non-finite when the loss is). `sync` (optional) receives
@@ -120,6 +124,8 @@ class StageExecutor {
   std::chrono::milliseconds timeout_;
   int stage_;
   int stages_;
+  torch::Device device_;  // where the stage's parameters live; activations are received there
+  c10::ScalarType autocast_dtype_ = c10::ScalarType::Float;
   std::vector<std::unique_ptr<Work>> sends_;
   double wait_seconds_ = 0.0;
   double total_seconds_ = 0.0;

@@ -10,14 +10,19 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
+#include "autodp/batch_policy.h"
 #include "autodp/state_transfer.h"
 #include "autopipe/compression.h"
 #include "autopipe/cost_model.h"
 #include "autopipe/micro_batch.h"
 #include "autopipe/partition.h"
 #include "freeze/freeze_policy.h"
+#include "freeze/gradient_window.h"
+#include "pipet/build_config.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/comm/group_factory.h"
 #include "runtime/comm/local_communicator.h"
 #include "runtime/comm/process_groups.h"
 #include "runtime/core/errors.h"
@@ -159,7 +164,21 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
   }
   world_->set_default_timeout(comm_timeout(config_));
   fault_step_ = injected_fault_step(world_->rank());
-  groups_ = std::make_unique<ProcessGroups>(*world_, static_cast<int>(config_.parallel.pipeline_stages));
+  if (config_.runtime.device == "cuda") {
+    // Checked before any group exists: the groups' backends depend on it.
+    const int visible = static_cast<int>(torch::cuda::device_count());
+    if (!PIPET_WITH_CUDA || visible == 0) {
+      throw ConfigError("runtime.device: 'cuda' on rank " + std::to_string(world_->rank()) + ", but " +
+                        (PIPET_WITH_CUDA ? std::string("this process sees no CUDA device")
+                                         : std::string("this build has no GPU path (configure with "
+                                                       "PIPET_WITH_CUDA=ON against a CUDA LibTorch; "
+                                                       "docs/gpu.md)")));
+    }
+    cuda_device_ = local_rank_on_this_node() % visible;
+    device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(cuda_device_));
+  }
+  if (config_.runtime.precision == "bf16") autocast_dtype_ = torch::kBFloat16;
+  groups_ = make_groups(static_cast<int>(config_.parallel.pipeline_stages));
   const int64_t replicas = groups_->replicas();
   micro_batch_count_ = config_.parallel.micro_batches;
   if (config_.train.batch_size % (replicas * micro_batch_count_) != 0) {
@@ -170,10 +189,6 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
                       std::to_string(replicas * micro_batch_count_));
   }
   const int threads = configure_threads(config_.runtime.threads);
-  if (config_.runtime.device != "cpu") {
-    throw ConfigError("runtime.device: '" + config_.runtime.device +
-                      "' is not available in this build (CPU only; the GPU path is built with PIPET_WITH_CUDA)");
-  }
 
   // The data shape depends on the architecture, not on the class count.
   const ModelSpec shape_spec = resolve_model_spec(config_.model, /*dataset_num_labels=*/1);
@@ -208,12 +223,15 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
   torch::manual_seed(config_.train.seed);
   model_ = std::make_shared<TransformerModel>(spec);
   if (!config_.model.init_from.empty()) init_from_pretrained(*model_, config_.model.init_from);
+  // Built and initialised on the CPU (the same draws on every device), then moved.
+  if (device_.is_cuda()) model_->to(device_);
 
   if (static_cast<size_t>(groups_->stages()) > model_->num_sublayers()) {
     throw ConfigError("parallel.pipeline_stages " + std::to_string(groups_->stages()) + " exceeds the " +
                       std::to_string(model_->num_sublayers()) + " sub-layers of model " + spec.preset);
   }
   num_blocks_ = static_cast<int>(spec.num_layers);
+  scale_lr_ = batch_policy_from_string(config_.autodp.batch_policy, "autodp.batch_policy") == BatchPolicy::kScaleLr;
   if (config_.freeze.policy != "none") {
     FreezeOptions options;
     options.mode = freeze_mode_from_string(config_.freeze.policy, "freeze.policy");
@@ -223,8 +241,16 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
     for (double count : config_.freeze.manual) options.manual_schedule.push_back(static_cast<int>(count));
     freeze_ = std::make_unique<FreezePolicy>(options, num_blocks_);
     grad_tracker_ = std::make_unique<GradientNormTracker>(num_blocks_);
+    grad_window_ = std::make_unique<GradientNormWindow>(num_blocks_, static_cast<int>(config_.freeze.smoothing_window));
     // Compression can end at one stage with every rank a replica.
-    if (config_.train.batch_size % (world_->size()) != 0) {
+    const int64_t largest_batch = config_.train.batch_size / groups_->replicas() * world_->size();
+    if (scale_lr_ && config_.autodp.enabled && largest_batch > train_data_->size()) {
+      throw ConfigError("autodp.batch_policy scale_lr: the global batch grows to " + std::to_string(largest_batch) +
+                        " samples when the pipeline compresses to one stage on " + std::to_string(world_->size()) +
+                        " ranks, more than the " + std::to_string(train_data_->size()) +
+                        " training samples; lower train.batch_size or use keep_global_batch");
+    }
+    if (!scale_lr_ && config_.train.batch_size % (world_->size()) != 0) {
       throw ConfigError("train.batch_size " + std::to_string(config_.train.batch_size) +
                         " must be divisible by the " + std::to_string(world_->size()) +
                         " ranks when freezing is on: the pipeline may compress to one stage with a "
@@ -278,6 +304,28 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
 }
 
 Trainer::~Trainer() = default;
+
+std::unique_ptr<ProcessGroups> Trainer::make_groups(int stages) const {
+  if (!device_.is_cuda()) return std::make_unique<ProcessGroups>(*world_, stages);
+  GroupBackendOptions options;
+  options.device = cuda_device_;
+  return std::make_unique<ProcessGroups>(*world_, stages, group_factory(options));
+}
+
+Activations Trainer::on_device(const Activations& inputs) const {
+  if (!device_.is_cuda()) return inputs;
+  // Page-locked host memory lets the copy run asynchronously on the current
+  // stream, ordered before the forward pass that reads it.
+  const auto move = [&](const torch::Tensor& t) {
+    if (!t.defined() || t.device() == device_) return t;
+    return t.pin_memory().to(device_, /*non_blocking=*/true);
+  };
+  Activations out = inputs;
+  out.hidden = move(inputs.hidden);
+  out.attention_mask = move(inputs.attention_mask);
+  out.token_type_ids = move(inputs.token_type_ids);
+  return out;
+}
 
 TransformerModel& Trainer::model() { return *model_; }
 const TrainerState& Trainer::state() const { return *state_; }
@@ -387,6 +435,31 @@ void Trainer::resume_from(const std::string& path_or_auto) {
     if (checkpoint->optimizer_name != optimizer_->name()) {
       throw ConfigError("train.optimizer: the checkpoint '" + path + "' holds " + checkpoint->optimizer_name +
                         " state but the configuration asks for " + optimizer_->name());
+    }
+    if (freeze_) {
+      // The statistics the next decisions see: this rank's open interval and
+      // the smoothing window's past intervals, so they decide as uninterrupted.
+      std::vector<GradientNormWindow::Interval> window;
+      for (size_t i = 0; i < saved.freeze_window_sums.size(); ++i)
+        window.push_back({saved.freeze_window_sums[i], saved.freeze_window_steps[i]});
+      try {
+        if (!saved.freeze_interval_sums.empty())
+          grad_tracker_->restore(saved.freeze_interval_sums, saved.freeze_interval_steps);
+        grad_window_->restore(window);
+      } catch (const ConfigError& e) {
+        throw FormatError(path + "/trainer_state.json: " + e.what());
+      }
+    }
+    if (saved.batch_policy != config_.autodp.batch_policy) {
+      throw ConfigError("autodp.batch_policy: checkpoint '" + path + "' was written with " + saved.batch_policy +
+                        " but the configuration asks for " + config_.autodp.batch_policy +
+                        "; resume with the same policy (it decides the batch and LR of every layout)");
+    }
+    if (scale_lr_ && saved.global_batch != global_batch_) {
+      throw ConfigError("train.batch_size: checkpoint '" + path + "' trained with a global batch of " +
+                        std::to_string(saved.global_batch) + " in this layout, the configuration gives " +
+                        std::to_string(global_batch_) + " (autodp.batch_policy scale_lr); resume with the same "
+                        "train.batch_size");
     }
     // This rank's sub-layers: exactly the tensors the checkpoint part holds.
     const std::string model_file = path + "/model.safetensors";
@@ -525,9 +598,42 @@ std::vector<std::pair<size_t, size_t>> ranges_of(const std::vector<Stage>& plan)
   for (const Stage& stage : plan) ranges.emplace_back(static_cast<size_t>(stage.begin), static_cast<size_t>(stage.end));
   return ranges;
 }
+
+std::vector<Stage> stages_of(const std::vector<std::pair<size_t, size_t>>& ranges, const std::vector<double>& costs) {
+  std::vector<Stage> plan;
+  for (const auto& [begin, end] : ranges) {
+    Stage stage;
+    stage.begin = static_cast<int>(begin);
+    stage.end = static_cast<int>(end);
+    for (size_t j = begin; j < end; ++j) stage.cost += costs[j];
+    plan.push_back(stage);
+  }
+  return plan;
+}
 }  // namespace
 
+std::vector<std::pair<size_t, size_t>> Trainer::fixed_ranges(int stages, int frozen_blocks) const {
+  if (static_cast<size_t>(stages) != initial_ranges_.size()) return {};
+  const size_t count = model_->num_sublayers();
+  const size_t pinned = static_cast<size_t>(pinned_sublayers(frozen_blocks));
+  std::vector<size_t> begins;
+  for (const auto& range : initial_ranges_) begins.push_back(range.first);
+  for (size_t s = 1; s < begins.size(); ++s) {
+    begins[s] = std::max(begins[s], begins[s - 1] + 1);
+    if (s == 1) begins[s] = std::max(begins[s], pinned);
+  }
+  if (begins.back() >= count) return {};
+  std::vector<std::pair<size_t, size_t>> ranges;
+  for (size_t s = 0; s < begins.size(); ++s)
+    ranges.emplace_back(begins[s], s + 1 < begins.size() ? begins[s + 1] : count);
+  return ranges;
+}
+
 std::vector<std::pair<size_t, size_t>> Trainer::plan_ranges(int stages, int frozen_blocks) const {
+  if (!config_.autopipe.enabled) {
+    std::vector<std::pair<size_t, size_t>> fixed = fixed_ranges(stages, frozen_blocks);
+    if (!fixed.empty()) return fixed;
+  }
   return ranges_of(partition(balance_costs_for(frozen_blocks), stages,
                              static_cast<PartitionMethod>(partition_method()), pinned_sublayers(frozen_blocks)));
 }
@@ -538,24 +644,47 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
   executor_.reset();
   if (!groups_ || groups_->stages() != stages) {
     groups_.reset();
-    groups_ = std::make_unique<ProcessGroups>(*world_, stages);
+    groups_ = make_groups(stages);
   }
-  const std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks_), stages,
-                                            static_cast<PartitionMethod>(partition_method()),
-                                            pinned_sublayers(frozen_blocks_));
+  std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks_), stages,
+                                      static_cast<PartitionMethod>(partition_method()),
+                                      pinned_sublayers(frozen_blocks_));
+  if (!config_.autopipe.enabled) {
+    const std::vector<std::pair<size_t, size_t>> fixed = fixed_ranges(stages, frozen_blocks_);
+    if (!fixed.empty()) plan = stages_of(fixed, balance_costs_for(frozen_blocks_));
+  }
   const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
   stage_ranges_ = ranges_of(plan);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
+  if (initial_ranges_.empty()) {  // the starting layout (K0, nothing frozen)
+    initial_ranges_ = stage_ranges_;
+    initial_replicas_ = groups_->replicas();
+  }
+  // Without AutoDP the replica count stays R0; the other pipelines sit out
+  // and the training ones reduce gradients in a group of their own.
+  active_replicas_ = config_.autodp.enabled ? groups_->replicas() : std::min(groups_->replicas(), initial_replicas_);
+  active_dp_.reset();
+  if (active_replicas_ < groups_->replicas()) {
+    active_dp_ = world_->subgroup(idle() ? -1 : groups_->stage(), groups_->replica(),
+                                  "stage" + std::to_string(groups_->stage()) + "-dp-active");
+    if (active_dp_ && device_.is_cuda()) {  // the same backend choice as the layout's own groups
+      GroupBackendOptions backend;
+      backend.device = cuda_device_;
+      active_dp_ = group_factory(backend)(std::move(active_dp_));
+    }
+  }
+  apply_batch_policy();
   // M: the configured count at the configured K; after a compression the
   // AutoPipe default for the new K and per-pipeline batch.
-  const int64_t pipeline_batch = config_.train.batch_size / groups_->replicas();
+  const int64_t pipeline_batch = global_batch_ / active_replicas_;
   micro_batch_count_ = stages == config_.parallel.pipeline_stages
                            ? config_.parallel.micro_batches
                            : default_micro_batches(stages, pipeline_batch);
   executor_ = std::make_unique<StageExecutor>(*model_, stage_begin_, stage_end_, groups_->pipeline(), *task_,
                                               comm_timeout(config_), frozen_end);
+  executor_->use_autocast(autocast_dtype_);
   buckets_ = std::make_unique<GradientBuckets>(model_->sublayers(), stage_begin_, stage_end_,
-                                               groups_->stage_dp(),
+                                               active_dp_ ? *active_dp_ : groups_->stage_dp(),
                                                static_cast<int64_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0));
   NamedTensors trainable;
   for (auto& [name, tensor] : stage_parameters())
@@ -574,11 +703,45 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
   state_->pipeline_stages = stages;
   state_->micro_batches = micro_batch_count_;
   if (is_rank0()) {
-    spdlog::info("[pipeline] {} over {} ranks, {} schedule, {} micro-batches, {} frozen blocks; stages: {}",
-                 layout_text(stages, groups_->replicas()), world_->size(), config_.parallel.schedule,
-                 micro_batch_count_, frozen_blocks_, describe(plan));
+    spdlog::info("[pipeline] {} over {} ranks{}, {} schedule, {} micro-batches, {} frozen blocks; stages: {}",
+                 layout_text(stages, active_replicas_), world_->size(),
+                 active_replicas_ < groups_->replicas()
+                     ? fmt::format(" ({} idle: autodp.enabled=false)",
+                                   (groups_->replicas() - active_replicas_) * stages)
+                     : std::string(),
+                 config_.parallel.schedule, micro_batch_count_, frozen_blocks_, describe(plan));
   }
   start_micro_batch_tuning();
+}
+
+void Trainer::apply_batch_policy() {
+  const ReplicaBatch batch =
+      replica_batch(scale_lr_ ? BatchPolicy::kScaleLr : BatchPolicy::kKeepGlobalBatch, config_.train.batch_size,
+                    initial_replicas_, active_replicas_);
+  global_batch_ = batch.global;
+  lr_scale_ = batch.lr_scale;
+  // The sampler keeps its position: the rest of the epoch comes in the new
+  // step size, with no sample repeated or skipped.
+  if (sampler_) sampler_->set_batch_size(global_batch_);
+  state_->batch_policy = config_.autodp.batch_policy;
+  state_->global_batch = global_batch_;
+  state_->lr_scale = lr_scale_;
+  if (scale_lr_ && is_rank0())
+    spdlog::info("[autodp] scale_lr: global batch {} ({} per replica x {}), LR x {:.3g}", global_batch_,
+                 batch.per_replica, active_replicas_, lr_scale_);
+}
+
+double Trainer::next_lr() const {
+  const double position =
+      scale_lr_ ? schedule_position(state_->epoch, steps_per_epoch_, state_->sampler_position, config_.train.batch_size)
+                : static_cast<double>(state_->step);
+  return schedule_->lr_at_position(position) * lr_scale_;
+}
+
+bool Trainer::training_done() const {
+  if (!scale_lr_) return state_->step >= total_steps_;
+  return schedule_position(state_->epoch, steps_per_epoch_, state_->sampler_position, config_.train.batch_size) >=
+         static_cast<double>(total_steps_);
 }
 
 namespace {
@@ -591,7 +754,7 @@ void Trainer::start_micro_batch_tuning() {
   tuning_seconds_ = 0.0;
   if (!config_.autopipe.tune_micro_batches || !micro_batch_table_) return;
   const int stages = groups_->stages();
-  const int64_t pipeline_batch = config_.train.batch_size / groups_->replicas();
+  const int64_t pipeline_batch = global_batch_ / active_replicas_;
   for (int m : micro_batch_table_->unmeasured(stages, pipeline_batch)) tuning_queue_.push_back(m);
   if (tuning_queue_.empty()) {
     if (const std::optional<int> best = micro_batch_table_->best(stages)) {
@@ -643,7 +806,9 @@ void Trainer::load_micro_batch_table() {
   if (text.empty()) return;
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
+    // The batch policy decides the per-pipeline batch of every K.
     const bool same_run_shape = j.at("model") == model_->spec().preset && j.at("batch_size") == config_.train.batch_size &&
+                                j.value("batch_policy", "keep_global_batch") == config_.autodp.batch_policy &&
                                 j.at("ranks") == world_->size();
     if (!same_run_shape) {
       if (is_rank0()) spdlog::info("[autopipe] {} was measured for another model, batch or rank count; not used", path);
@@ -668,6 +833,7 @@ void Trainer::save_micro_batch_table() const {
   const nlohmann::json j = {{"model", model_->spec().preset},
                             {"batch_size", config_.train.batch_size},
                             {"ranks", world_->size()},
+                            {"batch_policy", config_.autodp.batch_policy},
                             {"samples_per_second", by_stages}};
   try {
     write_file_atomic(path, j.dump(2) + "\n");
@@ -683,7 +849,8 @@ void Trainer::decide_freeze(const char* when) {
   torch::Tensor sums = torch::tensor(local, torch::kDouble);
   world_->all_reduce(sums);
   const std::vector<double> totals(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel());
-  const std::vector<double> norms = rms_block_norms(totals, grad_tracker_->steps());
+  // Pooled with the past intervals of freeze.smoothing_window (all ranks alike).
+  const std::vector<double> norms = grad_window_->add(totals, grad_tracker_->steps());
   grad_tracker_->reset();
   const int before = frozen_blocks_;
   const int after = freeze_->decide(norms);
@@ -713,7 +880,15 @@ void Trainer::decide_freeze(const char* when) {
                            reference_max_cost_, compression);
   // AutoDP: each rank receives what its new range needs from its old replica.
   OwnershipLayout old_layout{stages_before, stage_ranges_, static_cast<size_t>(frozen_sublayer_count(before))};
-  OwnershipLayout new_layout{compressed.stages, plan_ranges(compressed.stages, after),
+  // Without AutoPipe K stays while the starting partition can hold the
+  // frozen prefix; past that point the compression is forced.
+  const bool keep_stages = !config_.autopipe.enabled && !fixed_ranges(stages_before, after).empty();
+  const int new_stages = keep_stages ? stages_before : compressed.stages;
+  if (!config_.autopipe.enabled && !keep_stages && is_rank0())
+    spdlog::warn("[autopipe] autopipe.enabled=false, but {} stages cannot hold {} frozen blocks on stage 0 "
+                 "and a sub-layer on every other stage: compressing to {} stages",
+                 stages_before, after, compressed.stages);
+  OwnershipLayout new_layout{new_stages, plan_ranges(new_stages, after),
                              static_cast<size_t>(frozen_sublayer_count(after))};
   std::map<std::string, torch::Tensor> moved;
   for (auto& [name, tensor] : optimizer_->state()) moved[name] = tensor;
@@ -723,7 +898,7 @@ void Trainer::decide_freeze(const char* when) {
   world_->all_reduce(sent);
   const int64_t bytes_moved = static_cast<int64_t>(sent.item<double>());
   set_frozen_blocks(after);
-  apply_layout(compressed.stages, moved);
+  apply_layout(new_stages, moved);
   if (!cache_job_id_.empty() && before > 0) {
     // Cached outputs at the old depth go through the newly frozen blocks
     // once per node (the host's first rank is a first-stage rank and holds
@@ -743,20 +918,22 @@ void Trainer::decide_freeze(const char* when) {
                                 {"step", state_->step},
                                 {"frozen_blocks", static_cast<int64_t>(after)},
                                 {"stages", static_cast<int64_t>(groups_->stages())},
-                                {"replicas", static_cast<int64_t>(groups_->replicas())},
+                                {"replicas", static_cast<int64_t>(active_replicas_)},
                                 {"micro_batches", micro_batch_count_},
+                                {"global_batch", global_batch_},
+                                {"lr_scale", lr_scale_},
                                 {"seconds", seconds},
                                 {"bytes_moved", bytes_moved}});
   if (is_rank0())
     spdlog::info("[freeze] decision {} ({}): frozen blocks {} -> {} of {}; stages {} -> {}, replicas {}; "
                  "moved {:.1f} MiB in {:.3f} s",
                  freeze_->state().decisions, when, before, after, num_blocks_, stages_before, groups_->stages(),
-                 groups_->replicas(), bytes_moved / 1048576.0, seconds);
+                 active_replicas_, bytes_moved / 1048576.0, seconds);
 }
 
 
 bool Trainer::serves_frozen_prefix() const {
-  return !cache_job_id_.empty() && frozen_blocks_ > 0 && executor_->first();
+  return !cache_job_id_.empty() && frozen_blocks_ > 0 && executor_->first() && !idle();
 }
 
 FrozenPrefixCache& Trainer::frozen_cache() {
@@ -782,6 +959,16 @@ std::string Trainer::save_checkpoint() {
   data.state = *state_;
   data.state.pipeline_stages = groups_->stages();
   data.state.micro_batches = micro_batch_count_;
+  data.state.freeze_window_sums.clear();
+  data.state.freeze_window_steps.clear();
+  if (grad_tracker_) {
+    data.state.freeze_interval_sums = grad_tracker_->squared_sums();
+    data.state.freeze_interval_steps = grad_tracker_->steps();
+    for (const GradientNormWindow::Interval& interval : grad_window_->history()) {
+      data.state.freeze_window_sums.push_back(interval.squared_sums);
+      data.state.freeze_window_steps.push_back(interval.steps);
+    }
+  }
   data.model_config = hf_config_json(model_->spec());
   data.train_config = config_to_json(config_);
   data.optimizer_name = optimizer_->name();
@@ -809,7 +996,7 @@ std::string Trainer::save_checkpoint() {
 }
 
 std::vector<int64_t> Trainer::replica_share(const std::vector<int64_t>& global_indices) const {
-  const int64_t share = static_cast<int64_t>(global_indices.size()) / groups_->replicas();
+  const int64_t share = static_cast<int64_t>(global_indices.size()) / active_replicas_;
   const auto first = global_indices.begin() + groups_->replica() * share;
   return std::vector<int64_t>(first, first + share);
 }
@@ -844,9 +1031,10 @@ std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::v
   count = std::max<int64_t>(1, std::min(count, rows));
   std::vector<MicroBatch> out(static_cast<size_t>(count));
   Activations inputs;
-  if (executor_->first()) inputs = prebuilt ? *prebuilt : batch_inputs(data.get_batch(indices, epoch));
+  if (executor_->first())
+    inputs = on_device(prebuilt ? *prebuilt : batch_inputs(data.get_batch(indices, epoch)));
   torch::Tensor labels;
-  if (executor_->last()) labels = data.labels(indices);
+  if (executor_->last()) labels = data.labels(indices).to(device_, /*non_blocking=*/false);
   int64_t begin = 0;
   for (int64_t m = 0; m < count; ++m) {
     // Rows spread as evenly as possible: the first rows % count get one more.
@@ -868,6 +1056,7 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
     throw Error(ExitCode::kInternal, "fault injected by PIPET_FAULT_INJECTION at step " +
                                          std::to_string(fault_step_));
   const int64_t global_rows = static_cast<int64_t>(global_indices.size());
+  if (idle()) return idle_step(stop_wanted, global_rows);
   const std::vector<int64_t> indices = replica_share(global_indices);
   Batch loaded;
   const bool cached = serves_frozen_prefix();
@@ -896,14 +1085,34 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   double squared_norm = 0.0;
   std::vector<double> block_squares(static_cast<size_t>(num_blocks_), 0.0);
   if (groups_->replica() == 0) {
+    // Every sum stays on the device; one copy to the host reads them all
+    // (one synchronisation per step on a GPU, not one per tensor).
     torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> grads;
+    std::vector<int64_t> blocks;
     for (size_t j = stage_begin_; j < stage_end_; ++j) {
       const int64_t block = model_->sublayer(j).block();
       for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) {
         if (!p.grad().defined()) continue;
-        const double squares = p.grad().to(torch::kDouble).pow(2).sum().item<double>();
-        squared_norm += squares;
-        if (block >= 0) block_squares[block] += squares;
+        grads.push_back(p.grad());
+        blocks.push_back(block);
+      }
+    }
+    if (!grads.empty()) {
+      torch::Tensor host;
+      if (device_.is_cuda()) {
+        // fp32 norms from the multi-tensor kernel (a few launches per step),
+        // squared and summed in double on the host.
+        host = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble).pow(2);
+      } else {
+        std::vector<torch::Tensor> squares;
+        for (const torch::Tensor& g : grads) squares.push_back(g.to(torch::kDouble).pow(2).sum());
+        host = torch::stack(squares);
+      }
+      const double* values = host.data_ptr<double>();
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        squared_norm += values[i];
+        if (blocks[i] >= 0) block_squares[blocks[i]] += values[i];
       }
     }
   }
@@ -931,11 +1140,33 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   if (max_norm > 0 && result.grad_norm > max_norm) {
     torch::NoGradGuard no_grad;
     const double scale = max_norm / (result.grad_norm + 1e-6);
+    std::vector<torch::Tensor> grads;
     for (const auto& [name, p] : optimizer_->parameters())
-      if (p.grad().defined()) p.grad().mul_(scale);
+      if (p.grad().defined()) grads.push_back(p.grad());
+    if (!grads.empty()) at::_foreach_mul_(grads, scale);
   }
-  optimizer_->step(schedule_->lr_at(state_->step));
+  last_lr_ = next_lr();
+  optimizer_->step(last_lr_);
   record_tuning_step(seconds_since(step_started), global_rows);
+  return result;
+}
+
+bool Trainer::idle() const { return groups_->replica() >= active_replicas_; }
+
+Trainer::StepResult Trainer::idle_step(bool stop_wanted, int64_t global_rows) {
+  // The same collectives as a training rank's step, in the same order, with
+  // nothing to add: no loss, no gradient, no block statistics.
+  if (grad_tracker_) grad_tracker_->add_step(std::vector<double>(static_cast<size_t>(num_blocks_), 0.0));
+  torch::Tensor totals = torch::tensor({0.0, 0.0, stop_wanted ? 1.0 : 0.0}, torch::kDouble);
+  world_->all_reduce(totals);
+  StepResult result;
+  result.loss = totals[0].item<double>() / static_cast<double>(global_rows);
+  result.grad_norm = std::sqrt(totals[1].item<double>());
+  result.stop = totals[2].item<double>() > 0;
+  if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm))
+    throw TrainingDiverged("training diverged at step " + std::to_string(state_->step + 1) +
+                           " (reported by the training ranks)");
+  record_tuning_step(0.0, global_rows);
   return result;
 }
 
@@ -946,9 +1177,10 @@ EvalResult Trainer::evaluate() {
   // Each pipeline evaluates a contiguous shard; the last stages merge their
   // partial results and replica 0's last stage tells everyone.
   const int64_t total = eval_data_->size();
-  const int64_t replicas = groups_->replicas();
-  const int64_t shard_begin = total * groups_->replica() / replicas;
-  const int64_t shard_end = total * (groups_->replica() + 1) / replicas;
+  // Idle pipelines (autodp.enabled=false) take no shard.
+  const int64_t replicas = active_replicas_;
+  const int64_t shard_begin = idle() ? 0 : total * groups_->replica() / replicas;
+  const int64_t shard_end = idle() ? 0 : total * (groups_->replica() + 1) / replicas;
   const int64_t configured = config_.eval.batch_size > 0 ? config_.eval.batch_size : config_.train.batch_size;
   const int64_t batch_size = std::max<int64_t>(1, configured / replicas);
   std::unique_ptr<EvalAccumulator> accumulator = task_->make_evaluator();
@@ -963,7 +1195,9 @@ EvalResult Trainer::evaluate() {
     for (size_t m = 0; m < logits.size(); ++m) {
       const int64_t rows = micro[m].labels.size(0);
       const std::vector<int64_t> ids(indices.begin() + row, indices.begin() + row + rows);
-      accumulator->add(logits[m], micro[m].labels, torch::tensor(ids, torch::kInt64));
+      // Metrics are computed on the host, in fp32 (bf16 logits under autocast).
+      accumulator->add(logits[m].to(torch::kCPU, torch::kFloat), micro[m].labels.to(torch::kCPU),
+                       torch::tensor(ids, torch::kInt64));
       row += rows;
     }
   }
@@ -971,9 +1205,10 @@ EvalResult Trainer::evaluate() {
 
   const int last_stage = groups_->stages() - 1;
   std::string encoded;
-  if (executor_->last()) {
+  if (executor_->last() && !idle()) {
     if (replicas > 1) {
-      const std::vector<torch::Tensor> parts = all_gather_variable(groups_->stage_dp(), accumulator->pack());
+      const std::vector<torch::Tensor> parts =
+          all_gather_variable(active_dp_ ? *active_dp_ : groups_->stage_dp(), accumulator->pack());
       std::unique_ptr<EvalAccumulator> merged = task_->make_evaluator();
       for (const torch::Tensor& part : parts) merged->merge(part);
       accumulator = std::move(merged);
@@ -1043,7 +1278,8 @@ TrainResult Trainer::run(const RunLimits& limits) {
   auto run_eval = [&](const char* when) {
     EvalResult eval = evaluate();
     result.eval = eval;
-    MetricFields fields = {{"epoch", state_->epoch}, {"step", state_->step}, {"eval_loss", eval.loss}};
+    MetricFields fields = {{"epoch", state_->epoch}, {"step", state_->step}, {"eval_loss", eval.loss},
+                           {"elapsed_seconds", elapsed_before + seconds_since(start)}};
     for (const auto& [name, value] : eval.metrics) fields.emplace_back("eval_" + name, value);
     fields.emplace_back("eval_samples", eval.samples);
     metrics_->emit("eval", fields);
@@ -1055,7 +1291,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
     }
   };
 
-  while (!stop && state_->epoch < config_.train.epochs && state_->step < total_steps_) {
+  while (!stop && state_->epoch < config_.train.epochs && !training_done()) {
     sampler_->set_state({state_->epoch, state_->sampler_position});
     bool evaluated_this_epoch = false;
     const auto epoch_start = Clock::now();
@@ -1074,11 +1310,11 @@ TrainResult Trainer::run(const RunLimits& limits) {
       epoch_samples += rows;
       result.train_loss = loss;
 
-      if (state_->step % config_.train.log_every_steps == 0 || state_->step == total_steps_) {
+      if (state_->step % config_.train.log_every_steps == 0 || training_done()) {
         const double seconds = seconds_since(window_start);
         result.train_loss = window_loss / static_cast<double>(window_steps);
         metrics_->emit("train", {{"epoch", state_->epoch}, {"step", state_->step},
-                                 {"train_loss", result.train_loss}, {"lr", schedule_->lr_at(state_->step - 1)},
+                                 {"train_loss", result.train_loss}, {"lr", last_lr_}, {"global_batch", global_batch_},
                                  {"samples_per_sec", seconds > 0 ? window_samples / seconds : 0.0}});
         window_loss = 0.0;
         window_steps = 0;
@@ -1089,7 +1325,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
                          "epoch " + std::to_string(state_->epoch) + " loss " + std::to_string(loss));
 
       if (config_.freeze.every_steps > 0 && state_->step % config_.freeze.every_steps == 0 &&
-          state_->step < total_steps_) {
+          !training_done()) {
         decide_freeze("step cadence");
       }
       if (config_.eval.every_steps > 0 && state_->step % config_.eval.every_steps == 0) {
@@ -1115,10 +1351,10 @@ TrainResult Trainer::run(const RunLimits& limits) {
         result.pipeline_wait_seconds = pipeline_wait_seconds_;
         return result;
       }
-      if (stop || state_->step >= total_steps_) break;
+      if (stop || training_done()) break;
     }
     if (stop) break;
-    if (state_->step >= total_steps_ && !sampler_->epoch_finished()) {
+    if (training_done() && !sampler_->epoch_finished()) {
       break;  // max_steps ended the run inside an epoch
     }
     // Epoch complete.
@@ -1130,10 +1366,16 @@ TrainResult Trainer::run(const RunLimits& limits) {
                              {"train_loss", result.train_loss},
                              {"frozen_blocks", static_cast<int64_t>(frozen_blocks_)},
                              {"stages", static_cast<int64_t>(groups_->stages())},
-                             {"replicas", static_cast<int64_t>(groups_->replicas())},
+                             {"replicas", static_cast<int64_t>(active_replicas_)},
+                             {"idle_ranks", static_cast<int64_t>((groups_->replicas() - active_replicas_) *
+                                                                 groups_->stages())},
+                             {"epoch_seconds", epoch_seconds},
+                             {"elapsed_seconds", elapsed_before + seconds_since(start)},
                              {"samples_per_sec", epoch_seconds > 0 ? epoch_samples / epoch_seconds : 0.0},
+                             {"samples", epoch_samples},
+                             {"global_batch", global_batch_},
                              {"cache_hit_rate", frozen_cache_ ? frozen_cache_->stats().hit_rate() : 0.0}});
-    if (config_.freeze.every_steps == 0 && state_->step < total_steps_) decide_freeze("epoch boundary");
+    if (config_.freeze.every_steps == 0 && !training_done()) decide_freeze("epoch boundary");
     if (config_.eval.every_epochs > 0 && state_->epoch % config_.eval.every_epochs == 0 && !evaluated_this_epoch) {
       run_eval("epoch cadence");
     }
@@ -1164,7 +1406,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
                             {"early_stopped", result.early_stopped},
                             {"model", model_->spec().preset},
                             {"pipeline_stages", groups_->stages()},
-                            {"replicas", groups_->replicas()},
+                            {"replicas", active_replicas_},
                             {"micro_batches", micro_batch_count_},
                             {"schedule", config_.parallel.schedule},
                             {"dataset", train_data_->name()}};

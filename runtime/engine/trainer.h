@@ -29,6 +29,7 @@ class FreezePolicy;
 class FrozenPrefixCache;
 class MicroBatchTable;
 class GradientNormTracker;
+class GradientNormWindow;
 class Dataset;
 class EpochSampler;
 class LrSchedule;
@@ -120,6 +121,14 @@ class Trainer {
   void apply_layout(int stages, const std::map<std::string, torch::Tensor>& optimizer_state);
   // A freeze decision; on a change of f, the transition. `when` for logs.
   void decide_freeze(const char* when);
+  // autodp.batch_policy for the current replica count: the global batch,
+  // the sampler's step size and the LR multiplier (called by apply_layout).
+  void apply_batch_policy();
+  // The LR of the next update, and whether the run's length is reached:
+  // in optimizer steps under keep_global_batch, in samples (steps of
+  // train.batch_size) under scale_lr, whose steps grow with the replicas.
+  double next_lr() const;
+  bool training_done() const;
   // Micro-batch tuning: queue the unmeasured candidates for the current K,
   // and account one step's time to the candidate being profiled.
   void start_micro_batch_tuning();
@@ -136,11 +145,34 @@ class Trainer {
   NamedTensors stage_parameters() const;
   bool is_rank0() const;
   bool update_early_stop(const EvalResult& result);
+  // autodp.enabled=false: the pipelines beyond the starting replica count
+  // sit out. An idle rank takes no batches but joins every world collective
+  // (its step contributes zeros to the step all-reduce).
+  bool idle() const;
+  StepResult idle_step(bool stop_wanted, int64_t global_rows);
+  // autopipe.enabled=false: the starting partition with its boundaries moved
+  // only as far as the pinned frozen prefix requires; empty when K stages
+  // cannot each keep a sub-layer.
+  std::vector<std::pair<size_t, size_t>> fixed_ranges(int stages, int frozen_blocks) const;
+  int active_replicas_ = 1;                                // pipelines that train
+  int initial_replicas_ = 1;                               // R0
+  std::vector<std::pair<size_t, size_t>> initial_ranges_;  // the K0 partition
+  std::unique_ptr<Communicator> active_dp_;  // stage-DP group of the training pipelines, when some are idle
 
   TrainConfig config_;
   std::unique_ptr<Communicator> own_world_;  // when no world was given
   Communicator* world_ = nullptr;
   std::unique_ptr<ProcessGroups> groups_;
+  // runtime.device / runtime.precision: where this rank computes, and the
+  // autocast dtype of forward passes (kFloat = plain fp32).
+  torch::Device device_{torch::kCPU};
+  int cuda_device_ = -1;  // this rank's GPU; -1 on CPU
+  c10::ScalarType autocast_dtype_ = c10::ScalarType::Float;
+  // Pipeline and stage-DP groups of a K-stage layout; on GPUs each group
+  // picks NCCL or host-staged MPI (runtime/comm/group_factory.h).
+  std::unique_ptr<ProcessGroups> make_groups(int stages) const;
+  // A batch's tensors on this rank's device (pinned, non-blocking copies).
+  Activations on_device(const Activations& inputs) const;
   std::vector<std::pair<size_t, size_t>> stage_ranges_;  // [begin, end) of every stage
   size_t stage_begin_ = 0;
   size_t stage_end_ = 0;
@@ -177,6 +209,11 @@ class Trainer {
   std::deque<std::pair<int64_t, std::vector<int64_t>>> prefetch_queue_;  // (epoch, indices) submitted
   int64_t total_steps_ = 0;
   int64_t steps_per_epoch_ = 0;
+  bool scale_lr_ = false;       // autodp.batch_policy == scale_lr
+  int64_t global_batch_ = 0;    // samples per step in the current layout
+  double lr_scale_ = 1.0;       // R / R0 under scale_lr, else 1
+  double last_lr_ = 0.0;        // the LR of the last update
+  std::unique_ptr<GradientNormWindow> grad_window_;  // freeze.smoothing_window
 };
 
 }  // namespace pipet

@@ -1,6 +1,7 @@
 // The launcher's plan in process: contract trees of both shapes, the
 // hyperparameter mapping, device detection and golden mpirun command lines.
 #include <gtest/gtest.h>
+#include "runtime/core/files.h"
 
 #include <filesystem>
 
@@ -237,7 +238,7 @@ TEST(SageMakerPlan, RankErrorsAreOrderedAndDescribed) {
 
   // The failure file is written once and never replaced.
   FakeOptMl ml(dir);
-  fs::remove_all(ml.path("output"));
+  remove_tree(ml.path("output"));
   const ContractPaths paths(ml.root());
   EXPECT_TRUE(write_failure_file(paths, "first"));
   EXPECT_FALSE(write_failure_file(paths, "second"));

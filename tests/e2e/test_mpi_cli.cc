@@ -12,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -106,7 +107,15 @@ TEST(MpiCli, ARankThatFailsMidRunEndsEveryRankWithItsMessage) {
       << r.err;
   ASSERT_TRUE(path_exists(error_file));
   EXPECT_EQ(read_file(error_file).rfind("rank 2 of 4 on host ", 0), 0u) << read_file(error_file);
-  EXPECT_EQ(processes_mentioning(dir.path()), 0) << "a rank outlived the job";
+  // mpirun returns once it has signalled its ranks; on a loaded machine a
+  // killed rank can take a moment to leave the process table. Still inside
+  // the 30 s bound, none may remain.
+  int remaining = processes_mentioning(dir.path());
+  for (int i = 0; i < 50 && remaining > 0 && seconds + 0.1 * i < 25.0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    remaining = processes_mentioning(dir.path());
+  }
+  EXPECT_EQ(remaining, 0) << "a rank outlived the job";
 }
 
 TEST(MpiCli, MicroBatchTuningMeasuresOnceAndRemembers) {

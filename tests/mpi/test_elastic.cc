@@ -29,48 +29,23 @@ namespace pipet {
 namespace {
 
 using pipet::testing::SharedDir;
+using pipet::testing::metrics_events;
 using pipet::testing::world;
 
 
 TrainConfig elastic_run(const std::string& out) {
-  TrainConfig c;
-  c.model.preset = "vit-tiny";  // 4 blocks: 10 sub-layers
-  c.model.hidden_dropout = 0.0;
-  c.model.attention_dropout = 0.0;
-  c.data.dataset = "synthetic-image";
-  c.data.train_samples = 1024;
-  c.data.eval_samples = 128;
-  c.train.batch_size = 32;
+  TrainConfig c = pipet::testing::vit_tiny_engine_run(out);
   c.train.epochs = 5;
-  c.train.optimizer = "adamw";
-  c.train.lr = 2e-3;
-  c.train.log_every_steps = 4;
-  c.eval.every_epochs = 1;
-  c.runtime.threads = 1;
-  c.output.dir = out;
   c.output.export_model = true;
-  c.parallel.pipeline_stages = 4;
-  c.parallel.micro_batches = 4;
-  c.parallel.schedule = "1f1b";
   // The bound alone with alpha 1/2 over 4 blocks, after one warm-up
   // decision and capped at 3 blocks: 0, 2, 3, 3 frozen after epochs 1-4.
   c.freeze.policy = "schedule";
   c.freeze.alpha = 0.5;
   c.freeze.warmup_decisions = 1;
   c.freeze.max_fraction = 0.75;
-  c.autopipe.frozen_cost = 0.0;
   return c;
 }
 
-std::vector<nlohmann::json> events(const std::string& metrics_file, const std::string& kind) {
-  std::vector<nlohmann::json> out;
-  std::istringstream lines(read_file(metrics_file));
-  for (std::string line; std::getline(lines, line);) {
-    nlohmann::json event = nlohmann::json::parse(line);
-    if (event.at("event") == kind) out.push_back(event);
-  }
-  return out;
-}
 
 // Every tensor of every rank's part of checkpoint `step` (replicas agree, so
 // the first copy of a name is kept).
@@ -114,7 +89,7 @@ TEST(ElasticEngine, ATransitionMovesStateWithoutChangingIt) {
     trainer.run(RunLimits{4});
   }
   if (world().rank() == 0) {
-    const auto transitions = events(moved.output.dir + "/metrics.jsonl", "transition");
+    const auto transitions = metrics_events(moved.output.dir + "/metrics.jsonl", "transition");
     ASSERT_EQ(transitions.size(), 1u);
     EXPECT_EQ(transitions[0].at("frozen_blocks"), 2);
     EXPECT_LT(transitions[0].at("stages").get<int>(), 4);
@@ -162,10 +137,10 @@ TEST(ElasticEngine, FreezingCompressesThePipelineLearnsAsWellAndResumes) {
   EXPECT_GT(accuracy_plain, 0.8) << "the reference run must learn for the comparison to mean anything";
   EXPECT_GE(accuracy_frozen, accuracy_plain - 0.01);
   if (world().rank() == 0) {
-    const auto epochs = events(frozen.output.dir + "/metrics.jsonl", "epoch");
+    const auto epochs = metrics_events(frozen.output.dir + "/metrics.jsonl", "epoch");
     ASSERT_EQ(epochs.size(), 5u);
     std::vector<int> stages, replicas;
-    for (const auto& transition : events(frozen.output.dir + "/metrics.jsonl", "transition")) {
+    for (const auto& transition : metrics_events(frozen.output.dir + "/metrics.jsonl", "transition")) {
       stages.push_back(transition.at("stages"));
       replicas.push_back(transition.at("replicas"));
     }
@@ -186,7 +161,7 @@ TEST(ElasticEngine, FreezingCompressesThePipelineLearnsAsWellAndResumes) {
         for (int rank = 0; rank < 4; ++rank) {
           char rank_dir[64];
           std::snprintf(rank_dir, sizeof(rank_dir), "/rank-%05d/step-%s", rank, step);
-          std::filesystem::remove_all(frozen.checkpoint.dir + rank_dir);
+          remove_tree(frozen.checkpoint.dir + rank_dir);
         }
       }
     }
@@ -227,7 +202,7 @@ TEST(ElasticEngine, AutoCacheServesTheFrozenPrefixWithTheSameTraining) {
   EXPECT_NEAR(with_cache.train_loss, without_cache.train_loss, 1e-4 * std::abs(without_cache.train_loss) + 1e-7);
   EXPECT_NEAR(with_cache.eval->loss, without_cache.eval->loss, 1e-4 * without_cache.eval->loss + 1e-7);
   if (world().rank() == 0) {
-    const auto epochs = events(dir.path() + "/cached/metrics.jsonl", "epoch");
+    const auto epochs = metrics_events(dir.path() + "/cached/metrics.jsonl", "epoch");
     ASSERT_EQ(epochs.size(), 5u);
     // Epochs 4 and 5 run with 3 frozen blocks: their inputs come from the
     // cache, written by all four ranks (one shared segment) and advanced.

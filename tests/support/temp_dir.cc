@@ -1,4 +1,5 @@
 #include "tests/support/temp_dir.h"
+#include "runtime/core/files.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -19,8 +20,7 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+  remove_tree(path_);  // not std::filesystem::remove_all: see runtime/core/files.h
 }
 
 void write_text(const std::string& path, std::string_view contents) {

@@ -31,6 +31,31 @@ std::vector<std::string> list_dir(const std::string& dir) {
 
 // --- write_file_atomic -------------------------------------------------------
 
+TEST(RemoveTree, RemovesNestedDirectoriesAndLinksButNotWhatLinksPointTo) {
+  TempDir dir;
+  const std::string outside = dir.file("outside");
+  write_text(outside, "kept");
+  const std::string tree = dir.file("tree");
+  std::filesystem::create_directories(tree + "/a/b/c");
+  write_text(tree + "/a/b/c/file", "x");
+  write_text(tree + "/top", "y");
+  ASSERT_EQ(::symlink(outside.c_str(), (tree + "/a/link").c_str()), 0);
+  ASSERT_EQ(::symlink(dir.path().c_str(), (tree + "/a/b/dirlink").c_str()), 0);
+  EXPECT_EQ(remove_tree(tree), "");
+  EXPECT_FALSE(path_exists(tree));
+  EXPECT_EQ(read_text(outside), "kept") << "a link's target must survive";
+  EXPECT_EQ(remove_tree(tree), "") << "a missing path is not an error";
+  EXPECT_EQ(remove_tree(outside), "") << "a plain file is removed too";
+  EXPECT_FALSE(path_exists(outside));
+  if (::geteuid() != 0) {  // root may remove anything
+    std::filesystem::create_directories(tree + "/locked/inner");
+    ASSERT_EQ(::chmod((tree + "/locked").c_str(), 0500), 0);
+    const std::string problem = remove_tree(tree);
+    EXPECT_NE(problem.find("inner"), std::string::npos) << problem;
+    ::chmod((tree + "/locked").c_str(), 0700);
+  }
+}
+
 TEST(WriteFileAtomic, CreatesFileWithExactBytes) {
   TempDir dir;
   const std::string path = dir.file("out.bin");

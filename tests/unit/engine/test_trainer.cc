@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "pipet/build_config.h"
 #include "runtime/core/errors.h"
 #include "runtime/engine/checkpoint.h"
 #include "runtime/engine/stop_signal.h"
@@ -162,6 +163,61 @@ TEST(Trainer, CheckpointOfADifferentModelShapeIsAModelError) {
     EXPECT_NE(std::string(e.what()).find("step-"), std::string::npos) << e.what();
   }
 }
+
+// bf16 autocast on the CPU (the same code path as on a GPU): forward in
+// bfloat16, weights and AdamW in fp32; it learns the task as fp32 does.
+TEST(Trainer, Bf16AutocastLearnsTheSyntheticImageTask) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "bf16");
+  c.model.hidden_dropout = 0.0;
+  c.data.train_samples = 512;
+  c.data.eval_samples = 128;
+  c.train.batch_size = 32;
+  c.train.epochs = 6;
+  c.train.lr = 2e-3;
+  c.eval.every_epochs = 6;
+  c.checkpoint.dir.clear();
+  c.runtime.precision = "bf16";
+  {
+    // Autocast is really on: the first step's loss differs from fp32's by
+    // bf16 rounding (about 1e-3), not by nothing and not by more.
+    TrainConfig fp32_config = c;
+    fp32_config.runtime.precision = "fp32";
+    fp32_config.output.dir = dir.file("fp32-out");
+    const double fp32_loss = Trainer(fp32_config).run(RunLimits{1}).train_loss;
+    TrainConfig bf16_config = c;
+    bf16_config.output.dir = dir.file("bf16-step-out");
+    const double bf16_loss = Trainer(bf16_config).run(RunLimits{1}).train_loss;
+    EXPECT_NE(bf16_loss, fp32_loss);
+    EXPECT_NEAR(bf16_loss, fp32_loss, 2e-2 * fp32_loss);
+  }
+  Trainer trainer(c);
+  for (const auto& [name, p] : trainer.model().hf_parameters())
+    ASSERT_EQ(p.scalar_type(), torch::kFloat) << name << ": the master weights stay fp32";
+  TrainResult result = trainer.run();
+  ASSERT_TRUE(result.eval.has_value());
+  EXPECT_GT(result.eval->metric("accuracy"), 0.85);
+  for (const auto& [name, p] : trainer.model().hf_parameters())
+    EXPECT_EQ(p.scalar_type(), torch::kFloat) << name;
+}
+
+#if !PIPET_WITH_CUDA
+TEST(Trainer, CudaDeviceInACpuBuildIsAConfigErrorThatSaysHowToGetOne) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "cuda");
+  c.runtime.device = "cuda";
+  const std::string message = [&] {
+    try {
+      Trainer trainer(c);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  }();
+  EXPECT_NE(message.find("runtime.device"), std::string::npos) << message;
+  EXPECT_NE(message.find("PIPET_WITH_CUDA"), std::string::npos) << message;
+}
+#endif
 
 TEST(Trainer, TooFewLabelsForTheDatasetIsAConfigError) {
   testing::TempDir dir;
