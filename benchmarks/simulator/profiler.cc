@@ -141,6 +141,23 @@ ModelProfile measure_profile(const TrainConfig& config, const ProfilerOptions& o
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
   }
   std::unique_ptr<Optimizer> optimizer = make_optimizer(config.train, parameters);
+  // Gradient buckets as GradientBuckets forms them: sub-layers in backward
+  // order, a new bucket once the open one holds parallel.bucket_mb.
+  const int64_t bucket_bytes = static_cast<int64_t>(config.parallel.bucket_mb * 1024.0 * 1024.0);
+  std::vector<std::vector<torch::Tensor>> grad_buckets;  // parameters, bucket by bucket
+  int64_t open_bytes = 0;
+  for (size_t j = count; j-- > 0;) {
+    const NamedTensors own = model.sublayer(j).hf_parameters();
+    if (own.empty()) continue;
+    if (grad_buckets.empty() || open_bytes >= bucket_bytes) {
+      grad_buckets.emplace_back();
+      open_bytes = 0;
+    }
+    for (const auto& [name, p] : own) {
+      grad_buckets.back().push_back(p);
+      open_bytes += p.numel() * static_cast<int64_t>(p.element_size());
+    }
+  }
   std::vector<double> opt, norm, pack;
   for (int run = 0; run < options.warmup + options.repeats; ++run) {
     const bool keep = run >= options.warmup;
@@ -148,27 +165,37 @@ ModelProfile measure_profile(const TrainConfig& config, const ProfilerOptions& o
       if (p.grad().defined()) p.mutable_grad().fill_(1e-4);
       else p.mutable_grad() = torch::full_like(p, 1e-4);
     }
-    const double o = timed([&] {
-      optimizer->step(1e-6);
-      optimizer->zero_grad();
+    // In the order of Trainer::train_step: bucket copies, norm, optimizer.
+    // GradientBuckets' copies: launch() flattens each bucket of
+    // parallel.bucket_mb into one tensor, finish() copies the sums back.
+    // Bucket by bucket as there, not one model-sized tensor, whose size
+    // would decide whether malloc maps fresh pages for it.
+    const double c = timed([&] {
+      torch::NoGradGuard no_grad;
+      for (const std::vector<torch::Tensor>& bucket : grad_buckets) {
+        std::vector<torch::Tensor> flat;
+        for (const torch::Tensor& p : bucket) flat.push_back(p.grad().reshape({-1}));
+        const torch::Tensor joined = torch::cat(flat);
+        int64_t offset = 0;
+        for (const torch::Tensor& p : bucket) {
+          torch::Tensor grad = p.grad();
+          grad.copy_(joined.narrow(0, offset, p.numel()).view_as(p));
+          offset += p.numel();
+        }
+      }
     });
-    for (auto& [name, p] : parameters)
-      if (!p.grad().defined()) p.mutable_grad() = torch::full_like(p, 1e-4);
+    // The gradient-norm pass as Trainer::train_step runs it on the CPU: one
+    // double-precision sum of squares per tensor, stacked, read once.
     double sum = 0.0;
     const double n = timed([&] {
       torch::NoGradGuard no_grad;
-      for (auto& [name, p] : parameters) sum += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+      std::vector<torch::Tensor> squares;
+      for (auto& [name, p] : parameters) squares.push_back(p.grad().to(torch::kDouble).pow(2).sum());
+      sum = torch::stack(squares).sum().item<double>();
     });
-    const double c = timed([&] {
-      torch::NoGradGuard no_grad;
-      std::vector<torch::Tensor> flat;
-      for (auto& [name, p] : parameters) flat.push_back(p.grad().reshape({-1}));
-      torch::Tensor bucket = torch::cat(flat);
-      int64_t offset = 0;
-      for (auto& [name, p] : parameters) {
-        p.mutable_grad().copy_(bucket.narrow(0, offset, p.numel()).view_as(p));
-        offset += p.numel();
-      }
+    const double o = timed([&] {
+      optimizer->step(1e-6);
+      optimizer->zero_grad();
     });
     if (!(sum >= 0)) throw Error(ExitCode::kInternal, "profile: the gradient norm pass produced " + std::to_string(sum));
     if (keep) {

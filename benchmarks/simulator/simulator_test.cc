@@ -120,6 +120,31 @@ TEST(SimulatorStep, HandComputedSchedulesSharingAndAllReduce) {
   EXPECT_LT(two_slots, 4 * 4 * 6.0);
 }
 
+TEST(SimulatorStep, DataParallelStepChargesThePassesAsTrainStepRunsThem) {
+  // Trainer::train_step with 2 replicas of one stage (M = 1, one bucket):
+  // forward + backward, the bucket all-reduce, GradientBuckets' copies on
+  // both replicas, the norm pass on replica 0 only (replica 1 waits for it
+  // at the world all-reduce), then the optimizer on both.
+  // 8 sub-layers x 1000 parameters: copies 8 s, norm 16 s, optimizer 4 s.
+  ModelProfile p = uniform_profile(3);
+  p.bucket_copy_seconds_per_parameter = 1e-3;
+  p.norm_seconds_per_parameter = 2e-3;
+  p.optimizer_seconds_per_parameter = 0.5e-3;
+  StepOptions one_bucket;
+  one_bucket.bucket_bytes = 1LL << 40;
+  const StepLayout layout = pipeline(1, 2, 1, Schedule::kGpipe, 8);
+  // A core each: 4 (optimizer) + 24 (compute) + 32 (32,000 B at 1000 B/s) + 8 + 16.
+  const StepReport own = simulate_step(p, dedicated(2, 1000.0, 0.0), layout, one_bucket);
+  EXPECT_NEAR(own.seconds, 4.0 + 24.0 + 32.0 + 8.0 + 16.0, 1e-9);
+  EXPECT_NEAR(own.busiest_compute_seconds, 24.0 + 8.0 + 16.0 + 4.0, 1e-9);  // replica 0
+  // One core for both ranks: what both run takes twice as long, the norm
+  // pass (replica 0 alone) does not: 8 + 48 + 32 + 16 + 16 = 120 s, where
+  // charging the norm to both replicas would give 128 s.
+  ClusterSpec one_core = dedicated(2, 1000.0, 0.0);
+  one_core.compute_slots_per_node = 1;
+  EXPECT_NEAR(simulate_step(p, one_core, layout, one_bucket).seconds, 8.0 + 48.0 + 32.0 + 16.0 + 16.0, 1e-6);
+}
+
 TEST(SimulatorStep, RowsBucketsInterpolationAndProfileJson) {
   EXPECT_EQ(micro_batch_rows(10, 4), (std::vector<int64_t>{3, 3, 2, 2}));
   EXPECT_EQ(micro_batch_rows(3, 8), (std::vector<int64_t>{1, 1, 1}));
