@@ -9,6 +9,7 @@
 #include <cstring>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
@@ -30,6 +31,7 @@
 #include "runtime/core/logging.h"
 #include "runtime/core/strings.h"
 #include "runtime/core/threads.h"
+#include "runtime/core/torch_compat.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/data/sampler.h"
@@ -527,8 +529,13 @@ void Trainer::profile_sublayer_costs() {
       1, config_.train.batch_size / (groups_->replicas() * micro_batch_count_));
   std::vector<int64_t> indices;
   for (int64_t i = 0; i < rows; ++i) indices.push_back(i % train_data_->size());
-  const Activations inputs = batch_inputs(train_data_->get_batch(indices, 0));
+  const Activations inputs = on_device(batch_inputs(train_data_->get_batch(indices, 0)));
   const size_t count = model_->num_sublayers();
+  // On a GPU the kernels run asynchronously: a timer reads the device's
+  // time only after a synchronisation.
+  const auto device_done = [&] {
+    if (device_.is_cuda()) torch::cuda::synchronize(cuda_device_);
+  };
   std::vector<double> forward(count, 0.0), backward(count, 0.0);
   // Eval mode: no dropout, so the profile draws nothing from the generator
   // the training run's dropout uses.
@@ -537,11 +544,20 @@ void Trainer::profile_sublayer_costs() {
     Activations a = inputs;
     for (size_t j = 0; j < count; ++j) {
       if (a.hidden.is_floating_point()) a.hidden = a.hidden.detach().requires_grad_(true);
+      device_done();
       const auto started = Clock::now();
-      Activations out = model_->sublayer(j).forward(a);
+      Activations out;
+      {
+        // The precision training runs in (bf16 autocast changes the costs).
+        std::optional<AutocastGuard> autocast;
+        if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+        out = model_->sublayer(j).forward(a);
+      }
+      device_done();
       const double forward_seconds = seconds_since(started);
       const auto backward_started = Clock::now();
       torch::autograd::backward({out.hidden.sum()});
+      device_done();
       const double backward_seconds = seconds_since(backward_started);
       forward[j] = repeat == 0 ? forward_seconds : std::min(forward[j], forward_seconds);
       backward[j] = repeat == 0 ? backward_seconds : std::min(backward[j], backward_seconds);
@@ -905,6 +921,8 @@ void Trainer::decide_freeze(const char* when) {
     // their current weights), instead of being recomputed from the inputs.
     if (local_rank_leader(world_->rank()) && executor_->first()) {
       set_frozen_modes();
+      std::optional<AutocastGuard> autocast;  // the precision of the frozen forward in training
+      if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
       const size_t advanced = frozen_cache().advance(*model_, *train_data_,
                                                      static_cast<size_t>(frozen_sublayer_count(before)),
                                                      static_cast<size_t>(frozen_sublayer_count(after)));
@@ -1066,8 +1084,13 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   if (cached) {
     // AutoCache: the frozen prefix's output instead of the raw inputs.
     const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
-    const Activations prefix =
-        frozen_cache().frozen_output(*model_, *train_data_, indices, state_->epoch, frozen_end);
+    Activations prefix;
+    {
+      // The frozen prefix runs in the precision it runs in without the cache.
+      std::optional<AutocastGuard> autocast;
+      if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+      prefix = frozen_cache().frozen_output(*model_, *train_data_, indices, state_->epoch, frozen_end);
+    }
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &prefix);
     for (MicroBatch& m : micro) m.input_depth = frozen_end;
   } else {
