@@ -23,11 +23,14 @@ ProcessGroups::ProcessGroups(Communicator& world, int stages) : world_(world), s
 }
 
 ProcessGroups::ProcessGroups(Communicator& world, int stages, const GroupFactory& make_group)
+    : ProcessGroups(world, stages, make_group, make_group) {}
+
+ProcessGroups::ProcessGroups(Communicator& world, int stages, const GroupFactory& make_pipeline_group,
+                             const GroupFactory& make_stage_dp_group)
     : ProcessGroups(world, stages) {
-  if (!make_group) return;
   // Same order on every rank: each call is collective over its own group.
-  pipeline_ = make_group(std::move(pipeline_));
-  stage_dp_ = make_group(std::move(stage_dp_));
+  if (make_pipeline_group) pipeline_ = make_pipeline_group(std::move(pipeline_));
+  if (make_stage_dp_group) stage_dp_ = make_stage_dp_group(std::move(stage_dp_));
   if (!pipeline_ || !stage_dp_)
     throw CommError("rank " + std::to_string(world.rank()) +
                     ": the group factory returned no communicator for its pipeline or stage group");

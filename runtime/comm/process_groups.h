@@ -25,6 +25,10 @@ class ProcessGroups {
   using GroupFactory =
       std::function<std::unique_ptr<Communicator>(std::unique_ptr<Communicator> host_group)>;
   ProcessGroups(Communicator& world, int stages, const GroupFactory& make_group);
+  // One factory for the pipeline groups and another for the stage-DP groups
+  // (an empty factory keeps that group as split).
+  ProcessGroups(Communicator& world, int stages, const GroupFactory& make_pipeline_group,
+                const GroupFactory& make_stage_dp_group);
   ~ProcessGroups();
   ProcessGroups(const ProcessGroups&) = delete;
   ProcessGroups& operator=(const ProcessGroups&) = delete;

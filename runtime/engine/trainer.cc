@@ -309,9 +309,18 @@ Trainer::~Trainer() = default;
 
 std::unique_ptr<ProcessGroups> Trainer::make_groups(int stages) const {
   if (!device_.is_cuda()) return std::make_unique<ProcessGroups>(*world_, stages);
-  GroupBackendOptions options;
-  options.device = cuda_device_;
-  return std::make_unique<ProcessGroups>(*world_, stages, group_factory(options));
+  // Stage-DP groups (gradient all-reduce) take NCCL where every member has
+  // its own GPU. Pipeline groups stay on host-staged MPI: NCCL matches
+  // point-to-point operations in issue order and a send blocks its stream
+  // until the peer receives, so 1F1B's crossing activation and gradient
+  // exchanges would deadlock on NCCL until the executor pairs them
+  // (docs/gpu.md); MPI matches by tag and never blocks that way.
+  GroupBackendOptions dp_options;
+  dp_options.device = cuda_device_;
+  GroupBackendOptions pipeline_options = dp_options;
+  pipeline_options.backend = CommBackend::kMpi;
+  return std::make_unique<ProcessGroups>(*world_, stages, group_factory(pipeline_options),
+                                         group_factory(dp_options));
 }
 
 Activations Trainer::on_device(const Activations& inputs) const {
