@@ -180,8 +180,7 @@ class OurStep {
     torch::Tensor loss;
     {
       // Forward and loss under autocast (bf16), backward outside it, as the trainer does.
-      std::optional<AutocastGuard> autocast;
-      if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+      AutocastGuard autocast(device_.type(), autocast_dtype_);
       const auto logits = model_.forward(batch_.inputs);
       loss = torch::nn::functional::cross_entropy(logits, batch_.labels);
     }

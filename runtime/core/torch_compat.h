@@ -24,9 +24,12 @@ namespace pipet {
 // as torch.autocast does. Weights stay fp32 (the master copy the optimizer
 // updates); the casts of a weight are cached until the guard ends. Wrap
 // forward passes only: backward follows the dtypes forward recorded.
+// `dtype` kFloat means full fp32: the guard then changes nothing.
 class AutocastGuard {
  public:
-  AutocastGuard(c10::DeviceType device, c10::ScalarType dtype) : device_(device) {
+  AutocastGuard(c10::DeviceType device, c10::ScalarType dtype)
+      : device_(device), active_(dtype != c10::ScalarType::Float) {
+    if (!active_) return;
 #if PIPET_TORCH_AT_LEAST(2, 4)
     was_enabled_ = at::autocast::is_autocast_enabled(device_);
     previous_dtype_ = at::autocast::get_autocast_dtype(device_);
@@ -48,6 +51,7 @@ class AutocastGuard {
     at::autocast::increment_nesting();
   }
   ~AutocastGuard() {
+    if (!active_) return;
     // The outermost guard drops the cached weight casts: the optimizer is
     // about to change the weights.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
@@ -69,6 +73,7 @@ class AutocastGuard {
 
  private:
   c10::DeviceType device_;
+  bool active_;
   bool was_enabled_ = false;
   c10::ScalarType previous_dtype_ = c10::ScalarType::Float;
 };

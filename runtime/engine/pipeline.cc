@@ -254,8 +254,7 @@ Activations StageExecutor::receive_activations(int64_t micro_batch) {
 void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, Pending* pending,
                             torch::Tensor* logits) {
   Activations a = first() ? micro.input : receive_activations(index);
-  std::optional<AutocastGuard> autocast;
-  if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+  AutocastGuard autocast(device_.type(), autocast_dtype_);
   const size_t count = end_ - begin_;
   // A cached frozen-prefix output skips the sub-layers it already went through.
   const size_t start = first() ? std::max(begin_, micro.input_depth) : begin_;

@@ -558,8 +558,7 @@ void Trainer::profile_sublayer_costs() {
       Activations out;
       {
         // The precision training runs in (bf16 autocast changes the costs).
-        std::optional<AutocastGuard> autocast;
-        if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+        AutocastGuard autocast(device_.type(), autocast_dtype_);
         out = model_->sublayer(j).forward(a);
       }
       device_done();
@@ -930,8 +929,7 @@ void Trainer::decide_freeze(const char* when) {
     // their current weights), instead of being recomputed from the inputs.
     if (local_rank_leader(world_->rank()) && executor_->first()) {
       set_frozen_modes();
-      std::optional<AutocastGuard> autocast;  // the precision of the frozen forward in training
-      if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+      AutocastGuard autocast(device_.type(), autocast_dtype_);  // the precision of the frozen forward in training
       const size_t advanced = frozen_cache().advance(*model_, *train_data_,
                                                      static_cast<size_t>(frozen_sublayer_count(before)),
                                                      static_cast<size_t>(frozen_sublayer_count(after)));
@@ -1096,8 +1094,7 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
     Activations prefix;
     {
       // The frozen prefix runs in the precision it runs in without the cache.
-      std::optional<AutocastGuard> autocast;
-      if (autocast_dtype_ != c10::ScalarType::Float) autocast.emplace(device_.type(), autocast_dtype_);
+      AutocastGuard autocast(device_.type(), autocast_dtype_);
       prefix = frozen_cache().frozen_output(*model_, *train_data_, indices, state_->epoch, frozen_end);
     }
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &prefix);
