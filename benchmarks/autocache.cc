@@ -199,19 +199,5 @@ int main(int argc, char** argv) {
   app.add_option("--tiers", options.tiers, "Tiers, comma-separated (shm, disk)")->delimiter(',')->capture_default_str();
   app.add_option("--disk-dir", options.disk_dir, "Disk tier directory (default: a temp dir, removed)");
   app.add_option("--log-level", options.log_level, "debug | info | warn | error")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : static_cast<int>(pipet::ExitCode::kConfig);
-  }
-  try {
-    return pipet::bench::run(options);
-  } catch (const pipet::Error& e) {
-    std::cerr << "bench_autocache: error: " << e.what() << "\n";
-    return static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    std::cerr << "bench_autocache: internal error: " << e.what() << "\n";
-    return static_cast<int>(pipet::ExitCode::kInternal);
-  }
+  return pipet::bench::run_benchmark(app, argc, argv, [&] { return pipet::bench::run(options); });
 }

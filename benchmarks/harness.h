@@ -25,6 +25,13 @@ struct HarnessOptions {
   std::string json_path;   // where to write the JSON results; empty = none
 };
 
+// The end of every single-process benchmark's main: parses the command line
+// (--help exits 0, a bad flag exits with the config code), then runs `body`.
+// A pipet::Error prints "<program>: error: ..." and exits with its code,
+// anything else "<program>: internal error: ..." with the internal code;
+// <program> is the app's name.
+int run_benchmark(CLI::App& app, int argc, char** argv, const std::function<int()>& body);
+
 // Registers --warmup, --iterations and --json on `app` (defaults shown in --help).
 void add_harness_flags(CLI::App& app, HarnessOptions& options);
 // Throws ConfigError naming the flag for values out of range.

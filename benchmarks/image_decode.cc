@@ -373,19 +373,5 @@ int main(int argc, char** argv) {
                  "Write the images here (default: a temp dir, removed)");
   app.add_option("--log-level", options.log_level, "debug | info | warn | error")
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : static_cast<int>(pipet::ExitCode::kConfig);
-  }
-  try {
-    return pipet::bench::run(options);
-  } catch (const pipet::Error& e) {
-    std::cerr << "bench_image_decode: error: " << e.what() << "\n";
-    return static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    std::cerr << "bench_image_decode: internal error: " << e.what() << "\n";
-    return static_cast<int>(pipet::ExitCode::kInternal);
-  }
+  return pipet::bench::run_benchmark(app, argc, argv, [&] { return pipet::bench::run(options); });
 }

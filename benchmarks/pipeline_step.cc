@@ -17,6 +17,7 @@
 // trains the same model, so each row's mean training loss over the timed
 // steps must match the first row's within --tolerance (else exit 20).
 #include "benchmarks/harness.h"
+#include "benchmarks/mpi_benchmark.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/comm/mpi_runtime.h"
@@ -378,26 +379,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-step-ms", options.max_step_ms, "Exit 21 when any row's step time is above this; 0 = off")
       ->capture_default_str();
   app.add_option("--log-level", options.log_level, "debug | info | warn | error")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : static_cast<int>(pipet::ExitCode::kConfig);
-  }
-  std::unique_ptr<pipet::MpiRuntime> runtime;
-  int code = 0;
-  try {
-    runtime = std::make_unique<pipet::MpiRuntime>(&argc, &argv);
-    return pipet::bench::run(options, *runtime);
-  } catch (const pipet::Error& e) {
-    std::cerr << "bench_pipeline_step: error" << (runtime ? " on rank " + std::to_string(runtime->world_rank()) : "")
-              << ": " << e.what() << "\n";
-    code = static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    std::cerr << "bench_pipeline_step: internal error: " << e.what() << "\n";
-    code = static_cast<int>(pipet::ExitCode::kInternal);
-  }
-  // One failing rank would leave the others in a collective: end the job.
-  if (runtime && runtime->world_size() > 1) runtime->abort(code);
-  return code;
+  return pipet::bench::run_mpi_benchmark(app, argc, argv, [&](pipet::MpiRuntime& runtime) {
+    return pipet::bench::run(options, runtime);
+  });
 }

@@ -734,19 +734,5 @@ int main(int argc, char** argv) {
   app.add_option("--precision", options.precision,
                  "fp32 | bf16 (autocast forward; fp32 weights, gradients and AdamW state)")
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : static_cast<int>(pipet::ExitCode::kConfig);
-  }
-  try {
-    return pipet::bench::run(options);
-  } catch (const pipet::Error& e) {
-    std::cerr << "bench_step_time: error: " << e.what() << "\n";
-    return static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    std::cerr << "bench_step_time: internal error: " << e.what() << "\n";
-    return static_cast<int>(pipet::ExitCode::kInternal);
-  }
+  return pipet::bench::run_benchmark(app, argc, argv, [&] { return pipet::bench::run(options); });
 }
