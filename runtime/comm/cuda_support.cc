@@ -54,14 +54,17 @@ int check_cuda_tensor(const torch::Tensor& tensor, const std::string& what) {
 }
 
 torch::Tensor pinned_empty(at::IntArrayRef sizes, at::ScalarType type, const std::string& what) {
-  const auto options = torch::TensorOptions().dtype(type).device(torch::kCPU);
-  int64_t numel = 1;
-  for (int64_t size : sizes) numel *= size;
-  const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(type);
-  if (bytes == 0) return torch::empty(sizes, options);
-  void* memory = nullptr;
-  check(cudaMallocHost(&memory, bytes), what, "cudaMallocHost");
-  return torch::from_blob(memory, sizes, [](void* pointer) { cudaFreeHost(pointer); }, options);
+  // LibTorch's caching host allocator: a freed block goes back to its cache
+  // instead of to cudaFreeHost, which would synchronise the whole device on
+  // every staged message (and cudaMallocHost costs milliseconds per call).
+  // Reusing a block at once is safe here: every copy into or out of it is
+  // synchronised before the tensor is released.
+  try {
+    return torch::empty(sizes, torch::TensorOptions().dtype(type).device(torch::kCPU).pinned_memory(true));
+  } catch (const c10::Error& e) {
+    throw CommError(what + ": cannot allocate pinned host memory for " + std::to_string(c10::multiply_integers(sizes)) +
+                    " elements: " + e.what_without_backtrace());
+  }
 }
 
 void copy_device_to_host(torch::Tensor& host, const torch::Tensor& device, cudaStream_t stream,

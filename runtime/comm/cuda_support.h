@@ -56,9 +56,9 @@ class Event {
 // tensor with a device index; returns that index.
 int check_cuda_tensor(const torch::Tensor& tensor, const std::string& what);
 
-// A CPU tensor of `sizes` x `type` in page-locked memory (cudaMallocHost),
-// freed with cudaFreeHost when the last reference goes. Zero bytes give an
-// ordinary empty tensor.
+// A CPU tensor of `sizes` x `type` in page-locked memory from LibTorch's
+// caching host allocator (reused after the last reference goes, never freed
+// per message). Throws CommError naming `what` when it cannot be allocated.
 torch::Tensor pinned_empty(at::IntArrayRef sizes, at::ScalarType type, const std::string& what);
 
 // Synchronous copies of `bytes` between a contiguous device tensor and a
