@@ -466,11 +466,15 @@ void Trainer::resume_from(const std::string& path_or_auto) {
                         " but the configuration asks for " + config_.autodp.batch_policy +
                         "; resume with the same policy (it decides the batch and LR of every layout)");
     }
-    if (scale_lr_ && saved.global_batch != global_batch_) {
+    // The LR schedule and the run's length count steps of the saved batch
+    // (keep_global_batch) or samples in steps of it (scale_lr): another
+    // batch would silently shift both. Checkpoints from before the batch was
+    // recorded (0) are taken as they are.
+    if (saved.global_batch != 0 && saved.global_batch != global_batch_) {
       throw ConfigError("train.batch_size: checkpoint '" + path + "' trained with a global batch of " +
                         std::to_string(saved.global_batch) + " in this layout, the configuration gives " +
-                        std::to_string(global_batch_) + " (autodp.batch_policy scale_lr); resume with the same "
-                        "train.batch_size");
+                        std::to_string(global_batch_) + " (autodp.batch_policy " + config_.autodp.batch_policy +
+                        "); resume with the same train.batch_size");
     }
     // This rank's sub-layers: exactly the tensors the checkpoint part holds.
     const std::string model_file = path + "/model.safetensors";
@@ -869,12 +873,25 @@ void Trainer::save_micro_batch_table() const {
 void Trainer::decide_freeze(const char* when) {
   if (!freeze_) return;
   // Per-block statistics of every stage (replica 0 reports; the replicas agree).
-  const std::vector<double>& local = grad_tracker_->squared_sums();
+  // The interval's step count rides along (every rank counts every step,
+  // idle ones with zeros): a rank that counted differently would pool and
+  // decide differently, so it is caught here instead.
+  std::vector<double> local = grad_tracker_->squared_sums();
+  const int64_t steps = grad_tracker_->steps();
+  local.push_back(static_cast<double>(steps));
   torch::Tensor sums = torch::tensor(local, torch::kDouble);
   world_->all_reduce(sums);
-  const std::vector<double> totals(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel());
+  const double summed_steps = sums.data_ptr<double>()[sums.numel() - 1];
+  if (summed_steps != static_cast<double>(steps) * world_->size())
+    throw Error(ExitCode::kInternal,
+                "freeze decision " + std::to_string(freeze_->state().decisions + 1) + ": rank " +
+                    std::to_string(world_->rank()) + " counted " + std::to_string(steps) +
+                    " steps since the last decision, but the ranks' counts sum to " +
+                    std::to_string(static_cast<int64_t>(summed_steps)) + " over " +
+                    std::to_string(world_->size()) + " ranks");
+  const std::vector<double> totals(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel() - 1);
   // Pooled with the past intervals of freeze.smoothing_window (all ranks alike).
-  const std::vector<double> norms = grad_window_->add(totals, grad_tracker_->steps());
+  const std::vector<double> norms = grad_window_->add(totals, steps);
   grad_tracker_->reset();
   const int before = frozen_blocks_;
   const int after = freeze_->decide(norms);

@@ -164,6 +164,27 @@ TEST(Trainer, CheckpointOfADifferentModelShapeIsAModelError) {
   }
 }
 
+// The LR schedule and the run length count steps of the saved batch: a
+// resume with another batch would shift both without a word.
+TEST(Trainer, ResumeWithAnotherBatchSizeIsAConfigError) {
+  testing::TempDir dir;
+  TrainConfig c = tiny_vit_config(dir, "batch");
+  {
+    Trainer trainer(c);
+    trainer.run(RunLimits{1});
+  }
+  c.train.batch_size = 32;
+  try {
+    Trainer trainer(c);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("train.batch_size"), std::string::npos) << message;
+    EXPECT_NE(message.find("global batch of 16"), std::string::npos) << message;
+    EXPECT_NE(message.find("keep_global_batch"), std::string::npos) << message;
+  }
+}
+
 // bf16 autocast on the CPU (the same code path as on a GPU): forward in
 // bfloat16, weights and AdamW in fp32; it learns the task as fp32 does.
 TEST(Trainer, Bf16AutocastLearnsTheSyntheticImageTask) {
