@@ -10,7 +10,13 @@
 // steps with dropout off from the same initial weights; every step's loss and
 // gradient norm must agree within --tolerance (relative), else the row's check
 // is FAILED and the exit code is 20. See benchmarks/README.md for all flags.
+//
+// --profile DIR: after the timed steps, --profile-steps more steps of ours run
+// under LibTorch's profiler; their op table (text and JSON, the schema of
+// benchmarks/gpu/op_profile.py) and a Chrome trace go to DIR.
 #include "benchmarks/harness.h"
+#include "benchmarks/op_profiler.h"
+#include "benchmarks/profile_table.h"
 #include "benchmarks/pytorch_reference.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/config.h"
@@ -75,6 +81,8 @@ struct StepTimeOptions {
   std::string log_level = "warn";
   std::string device = "cpu";      // cpu | cuda (ours only: the GPU reference is benchmarks/gpu/)
   std::string precision = "fp32";  // fp32 | bf16 (autocast forward, fp32 weights and AdamW)
+  std::string profile_dir;         // empty: no op profile
+  int profile_steps = 5;
 };
 
 void validate(const StepTimeOptions& o) {
@@ -107,6 +115,9 @@ void validate(const StepTimeOptions& o) {
                       "(transformers eager and torch.compile) are benchmarks/gpu/hf_step_time.py");
   if (o.no_pytorch && o.require_pytorch) {
     throw ConfigError("--no-pytorch and --require-pytorch contradict each other");
+  }
+  if (o.profile_steps < 1) {
+    throw ConfigError("--profile-steps must be >= 1, got " + std::to_string(o.profile_steps));
   }
 }
 
@@ -275,8 +286,43 @@ ModelSpec resolve_preset(const std::string& preset, const StepTimeOptions& o) {
   return spec;
 }
 
+// --profile: --profile-steps more steps under LibTorch's profiler, after the
+// timed ones, so the timed figures carry no profiler overhead. Writes
+// DIR/ours-<model>-b<batch>-t<threads>.ops.txt, .ops.json and .trace.json.
+void profile_ours(OurStep& step, const ModelSpec& spec, const StepTimeOptions& o, int threads,
+                  const torch::Device& device) {
+  const std::string prefix = o.profile_dir + "/ours-" + spec.preset + "-b" +
+                             std::to_string(o.batch) + "-t" + std::to_string(threads);
+  std::vector<ProfiledEvent> events;
+  double wall_ms = 0.0;
+  {
+    OpProfiler profiler(device.is_cuda());
+    const double start = now_ms();
+    for (int i = 0; i < o.profile_steps; ++i) step.run(nullptr);  // ends synchronised on CUDA
+    wall_ms = now_ms() - start;
+    events = profiler.finish(prefix + ".trace.json");
+  }
+  ProfileInfo info;
+  info.source = "pipetransformer";
+  info.label = spec.preset + " batch " + std::to_string(o.batch) + " " + o.precision +
+               " threads " + std::to_string(threads);
+  info.device = o.device;
+  info.torch_version = TORCH_VERSION;
+  info.steps = o.profile_steps;
+  info.wall_ms_per_step = wall_ms / o.profile_steps;
+  const auto profile = summarize_profile(events, std::move(info));
+  std::ostringstream table;
+  print_profile_table(profile, table, 80);
+  write_file_atomic(prefix + ".ops.txt", table.str());
+  write_json_results(prefix + ".ops.json", profile_json(profile));
+  std::cout << "op profile: " << prefix << ".ops.txt, .ops.json, .trace.json ("
+            << o.profile_steps << " steps, " << format_fixed(profile.info.wall_ms_per_step, 2)
+            << " ms/step under the profiler)\n"
+            << std::flush;
+}
+
 SideResult time_ours(const ModelSpec& spec, const std::map<std::string, torch::Tensor>& initial,
-                     const FixedBatch& batch, const StepTimeOptions& o, int threads) {
+                     const FixedBatch& batch, const StepTimeOptions& o, int threads, bool profile) {
   configure_threads(threads);
   TransformerModel model(spec);
   model.load_hf_parameters(initial, "the benchmark's initial weights", /*allow_head_reinit=*/false);
@@ -308,6 +354,7 @@ SideResult time_ours(const ModelSpec& spec, const std::map<std::string, torch::T
   for (int i = 0; i < o.harness.warmup; ++i) step.run(nullptr);
   result.samples_ms =
       time_iterations(0, o.harness.iterations, [&] { step.run(&result.phases); }).samples_ms;
+  if (profile) profile_ours(step, spec, o, threads, device);
   return result;
 }
 
@@ -497,7 +544,8 @@ Row measure_row(const ModelSpec& spec, const ModelInputs& inputs, const PythonTo
   row.threads = threads;
   for (int round = 0; round < o.rounds; ++round) {
     spdlog::info("[bench] {} threads={} round {}: timing ours", spec.preset, threads, round + 1);
-    const auto ours = time_ours(spec, inputs.initial, inputs.batch, o, threads);
+    const bool profile = round == 0 && !o.profile_dir.empty();
+    const auto ours = time_ours(spec, inputs.initial, inputs.batch, o, threads, profile);
     if (round == 0) {
       row.ours = ours;
     } else {
@@ -658,6 +706,7 @@ int run(const StepTimeOptions& o) {
   } else {
     ensure_writable_directory(work_dir, "--work-dir");
   }
+  if (!o.profile_dir.empty()) ensure_writable_directory(o.profile_dir, "--profile");
 
   const auto environment = environment_json();
   print_header(o, environment, python);
@@ -734,5 +783,12 @@ int main(int argc, char** argv) {
   app.add_option("--precision", options.precision,
                  "fp32 | bf16 (autocast forward; fp32 weights, gradients and AdamW state)")
       ->capture_default_str();
+  auto* profile = app.add_option("--profile", options.profile_dir,
+                                 "After the timed steps, profile --profile-steps more steps of "
+                                 "ours and write the op table (.ops.txt, .ops.json) and a Chrome "
+                                 "trace to this directory");
+  app.add_option("--profile-steps", options.profile_steps, "Steps the op profile sums over")
+      ->capture_default_str()
+      ->needs(profile);
   return pipet::bench::run_benchmark(app, argc, argv, [&] { return pipet::bench::run(options); });
 }

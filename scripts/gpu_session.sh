@@ -2,12 +2,13 @@
 # One GPU-machine session in phases, each logged to $OUT/<phase>.log (or
 # output/gpu/ when OUT is unset), so one long command can build, test and
 # measure (docs/gpu.md):
-#   scripts/gpu_session.sh build test bench hf freeze
+#   scripts/gpu_session.sh build test bench hf freeze profile
 # build   scripts/gpu_build.sh into build-gpu (every target)
 # test    ctest -L gpu (communicators, the engine on the GPU, parity)
 # bench   bench_step_time on the GPU: ViT-B/16 and BERT, bf16 (ours)
 # hf      benchmarks/gpu/hf_step_time.py: transformers eager and torch.compile
 # freeze  the trainer at f = 0, 4, 8, 11 frozen ViT-B/16 blocks, AutoCache off/on
+# profile op-level profiles of the ViT-B/16 batch-128 bf16 step, ours and transformers eager, compared
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$repo/output/gpu}
@@ -59,11 +60,31 @@ phase_freeze() {
   done
 }
 
+# Op tables (.ops.txt/.ops.json) and gzipped Chrome traces under $OUT/profile/,
+# and compare_profiles.py's side-by-side in $OUT/profile/comparison.txt. About
+# a minute of device time: some 20 steps per side (warm-up, 10 timed, then 3
+# profiled), each side's timings printed as usual.
+phase_profile() {
+  local dir=$out/profile
+  mkdir -p "$dir"
+  "$build/benchmarks/bench_step_time" --device cuda --precision bf16 --no-pytorch \
+    --models vit-b16 --batch 128 --labels 1000 --warmup 5 --iterations 10 --check-steps 1 \
+    --profile "$dir" --profile-steps 3 --json "$dir/ours-step-time.json" || return 1
+  python3 "$repo/benchmarks/gpu/hf_step_time.py" --cases vit-b16:128 --modes eager \
+    --warmup 5 --iterations 10 --profile "$dir" --profile-steps 3 --jsonl "$dir/hf.jsonl" || return 1
+  python3 "$repo/benchmarks/gpu/compare_profiles.py" "$dir/ours-vit-b16-b128-t1.ops.json" \
+    "$dir/hf-vit-b16-b128-eager.ops.json" > "$dir/comparison.txt" || return 1
+  cat "$dir/comparison.txt"
+  # Traces run to tens of MB; Perfetto and chrome://tracing open .json.gz.
+  if command -v gzip >/dev/null; then gzip -f "$dir"/*.trace.json; fi
+  note "profile: $(sed -n '/^by category/,/^total/p' "$dir/comparison.txt")"
+}
+
 status=0
 for phase in "$@"; do
   start=$(date +%s)
   if ! declare -F "phase_$phase" >/dev/null; then
-    echo "gpu_session: unknown phase '$phase' (build test bench hf freeze)" >&2
+    echo "gpu_session: unknown phase '$phase' (build test bench hf freeze profile)" >&2
     exit 2
   fi
   "phase_$phase" > "$out/$phase.log" 2>&1

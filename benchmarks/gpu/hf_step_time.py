@@ -55,20 +55,31 @@ ViT-B/16 at 224 px: 105.4 GFLOP per image (the usual 3 x 17.6 GMACs).
 A case that runs out of memory (or fails otherwise) prints a JSON line with
 "status": "oom" / "error" and the next case runs.
 
+--profile DIR: after a case's timed steps, --profile-steps more steps run
+under torch.profiler (CPU and CUDA activities); the op table (.ops.txt), its
+JSON (.ops.json, the schema bench_step_time --profile writes) and a Chrome
+trace (.trace.json) go to DIR/hf-<model>-b<batch>-<mode>.* (op_profile.py;
+compare with compare_profiles.py). The row's "profile" field names the JSON.
+
     python3 benchmarks/gpu/hf_step_time.py --cases vit-b16:128,vit-b16:256 \
         --modes eager,compile --jsonl out.jsonl
     python3 benchmarks/gpu/hf_step_time.py --device cpu --tiny --precision fp32  # smoke
+    python3 benchmarks/gpu/hf_step_time.py --cases vit-b16:128 --modes eager --profile prof/
 
 Exit status: 0 every case ran (oom included), 1 some case failed with
-another error, 2 bad arguments, 3 torch or transformers cannot be imported.
+another error or its profile failed ("profile_error"), 2 bad arguments, 3
+torch or transformers cannot be imported.
 """
 
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import time
+
+import op_profile  # benchmarks/gpu/op_profile.py, next to this script
 
 # Our presets (runtime/model/presets.cc): family, sizes, dropout, default seq.
 PRESETS = {
@@ -326,15 +337,33 @@ def run_case(torch, transformers, args, case, mode, environment):
             mfu=(round(achieved / args.peak_tflops, 4) if args.peak_tflops else None),
             peak_mem_gib=(round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None),
             warmup=args.warmup, iterations=args.iterations)
-        return row, True
     except Exception as error:  # one case fails; the others still run
-        oom = is_out_of_memory(error)
+        return failed_row(torch, row, error, flops, cuda)
+    if not args.profile:
+        return row, True
+    # After the timed steps, so their figures carry no profiler overhead.
+    prefix = os.path.join(args.profile, f"hf-{row['model']}-b{case.batch}-{mode}")
+    try:
+        op_profile.profile_step(torch, step, args.profile_steps, device, prefix, source="pytorch",
+                                label=f"transformers {row['model']} batch {case.batch} "
+                                      f"{args.precision} {mode}")
+        row["profile"] = prefix + ".ops.json"
+        return row, True
+    except Exception as error:  # the timings stand; the profile is reported missing
         lines = str(error).strip().splitlines()
-        row.update(status="oom" if oom else "error",
-                   error=f"{type(error).__name__}: {lines[0][:300] if lines else ''}",
-                   flops_per_sample=flops,
-                   peak_mem_gib=(round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None))
-        return row, oom
+        row["profile_error"] = f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+        return row, False
+
+
+def failed_row(torch, row, error, flops, cuda):
+    """The case's row marked oom/error; (row, acceptable) with acceptable = oom."""
+    oom = is_out_of_memory(error)
+    lines = str(error).strip().splitlines()
+    row.update(status="oom" if oom else "error",
+               error=f"{type(error).__name__}: {lines[0][:300] if lines else ''}",
+               flops_per_sample=flops,
+               peak_mem_gib=(round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None))
+    return row, oom
 
 
 def release(torch, device):
@@ -371,6 +400,11 @@ def parse_args(argv):
                              "with bf16, none otherwise)")
     parser.add_argument("--tiny", action="store_true", help="shrunk models for a smoke run")
     parser.add_argument("--jsonl", help="also append every JSON line to this file")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="after each case's timed steps, profile --profile-steps more steps "
+                             "with torch.profiler; op table, JSON and Chrome trace go to DIR")
+    parser.add_argument("--profile-steps", type=int, default=5,
+                        help="steps the op profile sums over (default 5)")
     args = parser.parse_args(argv)
     try:
         args.case_list = parse_cases(args.cases, args.tiny)
@@ -384,6 +418,13 @@ def parse_args(argv):
         parser.error("--warmup and --iterations must be >= 1")
     if args.vit_labels < 1 or args.bert_labels < 1:
         parser.error("--vit-labels and --bert-labels must be >= 1")
+    if args.profile_steps < 1:
+        parser.error("--profile-steps must be >= 1")
+    if args.profile:
+        try:
+            os.makedirs(args.profile, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--profile: cannot create directory '{args.profile}': {error.strerror}")
     if args.peak_tflops is None and args.device == "cuda" and args.precision == "bf16":
         args.peak_tflops = H100_SXM_BF16_DENSE_TFLOPS
     return args
@@ -429,6 +470,9 @@ def main(argv=None):
                            if row["status"] == "ok" else f"{row['status']}: {row.get('error', '')}")
                 print(f"hf_step_time: {row['model']} batch {row['batch']} seq {row['seq']} {mode}: "
                       f"{summary}", file=sys.stderr, flush=True)
+                if "profile" in row or "profile_error" in row:
+                    print(f"hf_step_time: op profile: {row.get('profile') or row['profile_error']}",
+                          file=sys.stderr, flush=True)
     finally:
         if sink:
             sink.close()
