@@ -110,7 +110,8 @@ nlohmann::json report_json(const RunReport& r) {
     transitions.push_back({{"epoch", t.epoch}, {"step", t.step}, {"frozen_before", t.frozen_before},
                            {"frozen_after", t.frozen_after}, {"stages_before", t.stages_before},
                            {"stages_after", t.stages_after}, {"bytes_moved", t.bytes_moved},
-                           {"max_rank_bytes", t.max_rank_bytes}, {"cache_advance_seconds", t.cache_advance_seconds},
+                           {"max_rank_bytes", t.max_rank_bytes}, {"cache_advance_ranks", t.cache_advance_ranks},
+                           {"cache_advance_seconds", t.cache_advance_seconds},
                            {"seconds", t.seconds}});
   return {{"segments", segments}, {"transitions", transitions}, {"epoch_seconds", r.epoch_seconds},
           {"stages_by_epoch", r.stages_by_epoch}, {"frozen_by_epoch", r.frozen_by_epoch},
@@ -124,11 +125,16 @@ void print_report(const RunReport& r, const RunSpec& run) {
     std::printf("%5d %6lld %3d %3d %3d %4d %12.2f %12s %8.0f%%  %s\n", s.epoch, static_cast<long long>(s.steps),
                 s.frozen_blocks, s.stages, s.replicas, s.micro_batches, s.step_seconds * 1e3, hms(s.seconds).c_str(),
                 100.0 * s.cache_hit_rate, s.partition.c_str());
-  for (const Transition& t : r.transitions)
+  for (const Transition& t : r.transitions) {
+    char advance[96] = "no cache advance";
+    if (t.cache_advance_ranks > 0)
+      std::snprintf(advance, sizeof advance, "cache advance %.3f s on %d rank(s) per node", t.cache_advance_seconds,
+                    t.cache_advance_ranks);
     std::printf("transition after step %lld: f %d -> %d, K %d -> %d, %.1f MiB moved (max %.1f MiB per rank), "
-                "cache advance %.3f s, %.3f s\n",
+                "%s, %.3f s\n",
                 static_cast<long long>(t.step), t.frozen_before, t.frozen_after, t.stages_before, t.stages_after,
-                t.bytes_moved / 1048576.0, t.max_rank_bytes / 1048576.0, t.cache_advance_seconds, t.seconds);
+                t.bytes_moved / 1048576.0, t.max_rank_bytes / 1048576.0, advance, t.seconds);
+  }
   std::printf("epoch seconds:");
   for (double s : r.epoch_seconds) std::printf(" %s", hms(s).c_str());
   std::printf("\nK by epoch:");

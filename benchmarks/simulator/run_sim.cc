@@ -223,6 +223,16 @@ class RunStepper {
     return report;
   }
 
+  // The fewest training first-stage ranks (pipelines' stage 0) on any node
+  // that has one: replicas / nodes when pipelines stay inside a node.
+  int advancing_ranks_per_node() const {
+    std::map<int, int> per_node;
+    for (int p = 0; p < replicas_; ++p) ++per_node[cluster_.node_of(p * stages_)];
+    int fewest = std::numeric_limits<int>::max();
+    for (const auto& [node, count] : per_node) fewest = std::min(fewest, count);
+    return per_node.empty() ? 1 : fewest;
+  }
+
   // Share of the data set the first-stage ranks of one node see per epoch.
   double node_share() const {
     int on_node0 = 0;
@@ -318,14 +328,16 @@ class RunStepper {
       move_costs(old_stages, old_ranges, t);
       t.seconds = cluster_.transition_fixed_seconds + transfer_seconds_;
       if (run_.cache != CacheMode::kOff && before > 0 && coverage_ > 0) {
-        // One rank per node pushes the node's entries through the newly frozen blocks.
+        // Trainer::decide_freeze: the node's training first-stage ranks of
+        // the new layout push its entries through the newly frozen blocks,
+        // each a shard of the samples; the node with the fewest is last.
         const double entries = coverage_ * static_cast<double>(samples_);
         const double rows = static_cast<double>(global_batch_ / replicas_);
         double per_batch = 0.0;
         for (int j = frozen_sublayer_count(before); j < frozen_sublayer_count(after); ++j)
           per_batch += profile_.sublayers[j].frozen_forward_seconds(rows);
-        const int per_node = std::min(run_.cache_advance_ranks, cluster_.devices_per_node);
-        t.cache_advance_seconds = entries / rows * per_batch / cluster_.speed_factor / per_node;
+        t.cache_advance_ranks = advancing_ranks_per_node();
+        t.cache_advance_seconds = entries / rows * per_batch / cluster_.speed_factor / t.cache_advance_ranks;
         t.seconds += t.cache_advance_seconds;
       }
     }
@@ -476,7 +488,6 @@ RunSpec run_spec_from_json(const nlohmann::json& j, const std::string& where) {
     const JsonFields c = root.object("autocache");
     r.cache = parse_cache_mode(c.text("mode", "off"), where + ": autocache.mode");
     r.cache_margin = c.number("margin", 0.1);
-    r.cache_advance_ranks = static_cast<int>(c.integer_at_least("advance_ranks_per_node", 1, 1));
     c.reject_unknown();
   }
   root.reject_unknown();

@@ -58,9 +58,6 @@ struct RunSpec {
   bool scale_lr = false;
   CacheMode cache = CacheMode::kOff;
   double cache_margin = 0.1;
-  // Ranks per node that advance cached entries at a freeze change: the
-  // engine uses one (the host's first rank); more is a what-if.
-  int cache_advance_ranks = 1;
 };
 
 // From the run-spec JSON (sections like the engine's config: train,
@@ -87,6 +84,9 @@ struct Transition {
   int stages_before = 1, stages_after = 1;
   double bytes_moved = 0.0;         // all ranks (move_training_state's traffic)
   double max_rank_bytes = 0.0;      // the most any rank receives
+  // AutoCache's advance: the node's entries split over its training
+  // first-stage ranks of the new layout (the slowest node's share).
+  int cache_advance_ranks = 0;      // ranks per node advancing (the fewest of any node that has them)
   double cache_advance_seconds = 0.0;
   double seconds = 0.0;
 };

@@ -288,6 +288,51 @@ TEST(SimulatorRun, PublishedVitB16SequenceTransitionsAndBreakdown) {
   // Cache hits skip the frozen prefix once the cache is filled.
   EXPECT_GT(rows[5].report.segments.back().cache_hit_rate, 0.5);
   EXPECT_LT(rows[5].report.segments.back().step_seconds, rows[4].report.segments.back().step_seconds);
+  // AutoCache's advance runs on every training first stage of a node: with
+  // AutoDP the 16 / K replicas spread over both nodes; without it the two
+  // training pipelines both sit on node 0 once K < 8.
+  size_t advances = 0;
+  for (const Transition& t : rows[5].report.transitions) {
+    if (t.frozen_before == 0) continue;
+    EXPECT_EQ(t.cache_advance_ranks, 16 / t.stages_after / 2) << "K " << t.stages_after;
+    EXPECT_GT(t.cache_advance_seconds, 0.0);
+    ++advances;
+  }
+  EXPECT_EQ(advances, 4u);
+  for (const Transition& t : rows[3].report.transitions) {
+    if (t.frozen_before == 0) continue;
+    EXPECT_EQ(t.cache_advance_ranks, 2) << "K " << t.stages_after;
+  }
+}
+
+TEST(SimulatorRun, CacheAdvanceSplitsOverTheNodesFirstStages) {
+  // 4 blocks, frozen forward 0.5 s per row and sub-layer, 16 samples, one
+  // node of 4 devices. The cache fills in the epoch at f = 1, so the change
+  // to f = 2 advances all 16 entries through 2 sub-layers (1 s per entry),
+  // split over the R = 4 / K first stages of the new layout.
+  const ModelProfile p = uniform_profile(4);
+  const nlohmann::json spec = {{"model", "uniform"},
+                               {"train", {{"batch_size", 8}, {"epochs", 3}, {"steps_per_epoch", 2}}},
+                               {"parallel", {{"pipeline_stages", 4}, {"micro_batches", 2}}},
+                               {"freeze", {{"policy", "manual"}, {"manual", {1, 2}}}},
+                               {"autopipe", {{"frozen_cost", 0.0}}},
+                               {"autocache", {{"mode", "on"}}}};
+  const RunReport r = simulate_run(p, dedicated(4), run_spec_from_json(spec, "run"));
+  ASSERT_EQ(r.transitions.size(), 2u);
+  EXPECT_EQ(r.transitions[0].cache_advance_seconds, 0.0) << "nothing is cached before the first freeze";
+  const Transition& t = r.transitions[1];
+  ASSERT_EQ(t.frozen_before, 1);
+  ASSERT_EQ(t.frozen_after, 2);
+  EXPECT_EQ(t.cache_advance_ranks, 4 / t.stages_after);
+  EXPECT_NEAR(t.cache_advance_seconds, 16.0 / (4 / t.stages_after), 1e-9);
+  EXPECT_GE(t.seconds, t.cache_advance_seconds) << "the advance is part of the transition";
+
+  // The what-if knob of the single advancing rank is gone with it.
+  nlohmann::json old = spec;
+  old["autocache"]["advance_ranks_per_node"] = 8;
+  EXPECT_NE(error_message<ConfigError>([&] { run_spec_from_json(old, "run.json"); })
+                .find("autocache.advance_ranks_per_node is not a known setting"),
+            std::string::npos);
 }
 
 TEST(SimulatorRun, InputErrorsNameTheKey) {

@@ -316,7 +316,7 @@ Activations FrozenPrefixCache::frozen_output(TransformerModel& model, const Data
 }
 
 size_t FrozenPrefixCache::advance(TransformerModel& model, const Dataset& data, size_t old_end, size_t new_end,
-                                  int64_t batch_size) {
+                                  CacheShard shard, int64_t batch_size) {
   check_depth(old_end, "FrozenPrefixCache::advance (old depth)");
   check_depth(new_end, "FrozenPrefixCache::advance (new depth)");
   if (new_end <= old_end) {
@@ -328,12 +328,21 @@ size_t FrozenPrefixCache::advance(TransformerModel& model, const Dataset& data, 
                      " leaves no trainable sub-layer of the model's " + std::to_string(model.num_sublayers()));
   }
   if (batch_size < 1) throw ModelError("FrozenPrefixCache::advance: batch_size must be positive (got " + std::to_string(batch_size) + ")");
+  if (shard.count < 1 || shard.index >= shard.count) {
+    throw ModelError("FrozenPrefixCache::advance: shard " + std::to_string(shard.index) + " of " +
+                     std::to_string(shard.count) + " does not exist (the index must be below a positive count)");
+  }
   if (!cache_) return 0;
 
   const auto start = Clock::now();
   const torch::Device device = model_device(model);
   const bool text = data.modality() == Modality::kText;
-  const std::vector<CacheKey> keys = cache_->keys_at_depth(static_cast<int>(old_end));
+  // The shard is a property of the key, so the other shards erasing their
+  // own keys meanwhile never moves a key from one shard to another.
+  std::vector<CacheKey> keys = cache_->keys_at_depth(static_cast<int>(old_end));
+  keys.erase(std::remove_if(keys.begin(), keys.end(),
+                            [&](const CacheKey& key) { return key.sample % shard.count != shard.index; }),
+             keys.end());
   size_t advanced = 0;
   size_t lost = 0;
   for (size_t begin = 0; begin < keys.size(); begin += static_cast<size_t>(batch_size)) {
@@ -375,11 +384,25 @@ size_t FrozenPrefixCache::advance(TransformerModel& model, const Dataset& data, 
     }
     advanced += read.size();
   }
-  const size_t dropped = cache_->drop_depth(static_cast<int>(old_end));
-  spdlog::info("[autocache] advanced {} entries from frozen depth {} to {} in {:.3f} s ({} gone before they were read, "
-               "{} left at depth {} dropped)",
-               advanced, old_end, new_end, seconds_since(start), lost, dropped, old_end);
+  if (shard.count == 1) {
+    const size_t dropped = cache_->drop_depth(static_cast<int>(old_end));
+    spdlog::info("[autocache] advanced {} entries from frozen depth {} to {} in {:.3f} s ({} gone before they were "
+                 "read, {} left at depth {} dropped)",
+                 advanced, old_end, new_end, seconds_since(start), lost, dropped, old_end);
+  } else {
+    spdlog::info("[autocache] shard {} of {}: advanced {} entries from frozen depth {} to {} in {:.3f} s ({} gone "
+                 "before they were read)",
+                 shard.index, shard.count, advanced, old_end, new_end, seconds_since(start), lost);
+  }
   return advanced;
+}
+
+size_t FrozenPrefixCache::drop_depth(size_t depth) {
+  check_depth(depth, "FrozenPrefixCache::drop_depth");
+  if (!cache_) return 0;
+  const size_t dropped = cache_->drop_depth(static_cast<int>(depth));
+  spdlog::info("[autocache] dropped {} entries left at frozen depth {}", dropped, depth);
+  return dropped;
 }
 
 CacheMeasurement FrozenPrefixCache::measurement(size_t frozen_end) const {

@@ -25,12 +25,20 @@
 //    update_decision(f) with the frozen depth of the coming interval; it logs
 //    the reason. In on/off mode it is a no-op returning the fixed state.
 //  - At a freeze change from f_old to f_new (after the last optimizer step
-//    that could change sub-layers [f_old, f_new)), call advance() from ONE
-//    process per node, then barrier the node's stage-0 ranks before any
-//    frozen_output at the new depth. Several callers are safe (values stay
-//    correct) but duplicate work and may drop entries the others have not
-//    advanced yet (they are then recomputed). Without advance(), old-depth
-//    entries merely occupy slots until CLOCK evicts them.
+//    that could change sub-layers [f_old, f_new)), the node's entries at
+//    f_old are advanced, spread over S processes of the node that hold the
+//    current weights of sub-layers [0, f_new): process i calls
+//    advance(..., CacheShard{i, S}) and handles exactly the samples with
+//    sample % S == i (all views of a sample go to one shard). The split
+//    depends on the key alone, never on a listing, so shards may start at
+//    different times. Then, after EVERY shard has returned (a barrier), ONE
+//    process calls drop_depth(f_old) for what is left at f_old (entries
+//    nobody could read), and the processes barrier again before any
+//    frozen_output at the new depth. With S = 1 (the default) advance() drops
+//    the leftovers itself. Overlapping or missing shards are safe (values stay
+//    correct): they duplicate work, or leave entries to drop_depth, to be
+//    recomputed on their next use. Without advance(), old-depth entries
+//    merely occupy slots until CLOCK evicts them.
 //  - Numerics (f32): a hit returns the very bits the miss computed, and an
 //    advanced entry equals computing the deeper prefix from the inputs in the
 //    batch advance() used. CPU BLAS results of attention/MLP sub-layers
@@ -71,6 +79,13 @@ class Dataset;
 // ViT: (image_size / patch_size)^2 + 1 tokens; BERT: `seq_len` tokens.
 std::vector<int64_t> frozen_entry_shape(const ModelSpec& spec, int64_t seq_len);
 
+// One process's part of advancing a node's entries: the samples with
+// sample % count == index.
+struct CacheShard {
+  size_t index = 0;
+  size_t count = 1;
+};
+
 class FrozenPrefixCache {
  public:
   // `entry_shape`: one sample's activation after any sub-layer below the
@@ -91,12 +106,21 @@ class FrozenPrefixCache {
   Activations frozen_output(TransformerModel& model, const Dataset& data, const std::vector<int64_t>& indices,
                             int64_t epoch, size_t frozen_end);
 
-  // Pushes every entry of the node at depth `old_end` through sub-layers
-  // [old_end, new_end) in batches of `batch_size`, stores the results at
-  // new_end and drops what is left at old_end. `data` supplies text masks.
-  // Returns the number of entries advanced (0 without a cache).
+  // Pushes the entries of the node at depth `old_end` that belong to
+  // `shard` (sample % shard.count == shard.index) through sub-layers
+  // [old_end, new_end) in batches of `batch_size` (in sample order), stores
+  // the results at new_end and erases each old entry once read. With
+  // shard.count == 1 it then drops what is left at old_end; with more shards
+  // that is drop_depth's job, once every shard is done. `data` supplies text
+  // masks. Returns the number of entries advanced (0 without a cache).
+  // ModelError for a bad depth, batch size or shard (index >= count).
   size_t advance(TransformerModel& model, const Dataset& data, size_t old_end, size_t new_end,
-                 int64_t batch_size = 64);
+                 CacheShard shard = {}, int64_t batch_size = 64);
+
+  // Removes every entry of the node left at `depth` and returns how many
+  // (0 without a cache). Call it once every shard of an advance from
+  // `depth` has returned. ModelError for a depth outside [1, max_frozen_end].
+  size_t drop_depth(size_t depth);
 
   // Whether frozen_output reads from the cache in the current interval.
   bool enabled() const { return enabled_; }

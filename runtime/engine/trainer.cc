@@ -138,6 +138,72 @@ bool local_rank_leader(int world_rank) {
   return world_rank == 0;
 }
 
+// The shared memory this rank attaches AutoCache to, as a 64-bit FNV-1a hash
+// of the host name and the kernel's boot id: ranks with equal keys share one
+// /dev/shm. The host name alone is not enough: it can be the same on every
+// host of a job (SageMaker's containers all answer "aws"); the boot id is
+// random per machine and boot, and the host name then tells apart containers
+// of one machine, which each have their own /dev/shm. Open MPI's local rank
+// and size say where a rank stands on its host, not which host it is on, so
+// they serve only as a check. A wrong grouping would cost time, never values
+// (see node_advance_shard).
+int64_t shared_memory_host_key() {
+  std::string identity;
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) == 0) identity = name;
+  try {
+    identity += "|" + read_file("/proc/sys/kernel/random/boot_id", "kernel boot id");
+  } catch (const Error&) {
+    // No procfs (not Linux): the host name alone.
+  }
+  uint64_t hash = 1469598103934665603ull;
+  for (const unsigned char c : identity) hash = (hash ^ c) * 1099511628211ull;
+  return static_cast<int64_t>(hash);
+}
+
+// This rank's part of advancing its node's AutoCache entries at a freeze
+// change: the members (first-stage ranks that train, so they hold the
+// current weights of the whole frozen prefix) on one host split the entries
+// by sample, shard i of n taking the samples with sample % n == i, in world
+// rank order; count 0 for a non-member. Collective over `world`. Every shard
+// reads only its own keys and the leftovers are dropped only after every
+// shard is done, so a wrong grouping could only duplicate work or leave
+// entries to be recomputed.
+struct AdvanceShard {
+  size_t index = 0;
+  size_t count = 0;
+  int nodes = 0;  // hosts with at least one member, in the whole job
+};
+
+AdvanceShard node_advance_shard(Communicator& world, bool member) {
+  const int64_t host = shared_memory_host_key();
+  const torch::Tensor mine = torch::tensor({host, static_cast<int64_t>(member)}, torch::kInt64);
+  const torch::Tensor all = world.all_gather(mine).reshape({world.size(), 2});
+  const int64_t* rows = all.data_ptr<int64_t>();
+  AdvanceShard shard;
+  std::vector<int64_t> member_hosts;
+  int64_t ranks_here = 0;
+  for (int r = 0; r < world.size(); ++r) {
+    const int64_t key = rows[2 * r];
+    const bool is_member = rows[2 * r + 1] != 0;
+    if (key == host) ++ranks_here;
+    if (is_member && std::find(member_hosts.begin(), member_hosts.end(), key) == member_hosts.end())
+      member_hosts.push_back(key);
+    if (key != host || !is_member) continue;
+    if (r < world.rank()) ++shard.index;
+    ++shard.count;
+  }
+  shard.nodes = static_cast<int>(member_hosts.size());
+  if (!member) shard = AdvanceShard{0, 0, shard.nodes};
+  if (const char* local_size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+    if (std::to_string(ranks_here) != local_size)
+      spdlog::warn("[autocache] {} ranks of the job share this rank's host name and boot id, but Open MPI places {} "
+                   "on this host: the cache advance may be split unevenly (values stay correct)",
+                   ranks_here, local_size);
+  }
+  return shard;
+}
+
 // PIPET_FAULT_INJECTION="rank=R,step=S": rank R throws during step S. A
 // testing aid for the failure path of multi-rank jobs (every rank must end
 // promptly with the failing rank's message); -1 when unset or another rank.
@@ -942,17 +1008,48 @@ void Trainer::decide_freeze(const char* when) {
   apply_layout(new_stages, moved);
   if (!cache_job_id_.empty() && before > 0) {
     // Cached outputs at the old depth go through the newly frozen blocks
-    // once per node (the host's first rank is a first-stage rank and holds
-    // their current weights), instead of being recomputed from the inputs.
-    if (local_rank_leader(world_->rank()) && executor_->first()) {
+    // instead of being recomputed from the inputs, spread over the node's
+    // training first-stage ranks (each holds the current weights of the whole
+    // frozen prefix), one shard of the samples each. After every shard is
+    // done (the barrier), the first member of a node with several drops what
+    // no shard could read; the all-reduce after that keeps every rank from
+    // serving at the new depth before every node's drop is done.
+    const size_t old_end = static_cast<size_t>(frozen_sublayer_count(before));
+    const size_t new_end = static_cast<size_t>(frozen_sublayer_count(after));
+    const AdvanceShard shard = node_advance_shard(*world_, executor_->first() && !idle());
+    const auto advance_started = Clock::now();
+    size_t advanced = 0;
+    if (shard.count > 0) {
       set_frozen_modes();
       AutocastGuard autocast(device_.type(), autocast_dtype_);  // the precision of the frozen forward in training
-      const size_t advanced = frozen_cache().advance(*model_, *train_data_,
-                                                     static_cast<size_t>(frozen_sublayer_count(before)),
-                                                     static_cast<size_t>(frozen_sublayer_count(after)));
-      spdlog::info("[autocache] advanced {} cached samples from {} to {} frozen blocks", advanced, before, after);
+      advanced = frozen_cache().advance(*model_, *train_data_, old_end, new_end, CacheShard{shard.index, shard.count});
     }
+    torch::Tensor slowest = torch::tensor({seconds_since(advance_started)}, torch::kDouble);
     world_->barrier();
+    // A node's only shard has dropped its leftovers inside advance().
+    const size_t dropped = shard.count > 1 && shard.index == 0 ? frozen_cache().drop_depth(old_end) : 0;
+    torch::Tensor totals = torch::tensor({static_cast<double>(advanced), static_cast<double>(dropped),
+                                          static_cast<double>(shard.count > 0)},
+                                         torch::kDouble);
+    world_->all_reduce(totals);
+    world_->all_reduce(slowest, AllReduceOptions{ReduceOp::kMax});
+    const auto entries = static_cast<int64_t>(totals[0].item<double>());
+    const auto left = static_cast<int64_t>(totals[1].item<double>());
+    const auto ranks = static_cast<int64_t>(totals[2].item<double>());
+    // `dropped` counts what nodes with several shards left.
+    metrics_->emit("cache_advance", {{"epoch", state_->epoch},
+                                     {"step", state_->step},
+                                     {"frozen_before", static_cast<int64_t>(before)},
+                                     {"frozen_after", static_cast<int64_t>(after)},
+                                     {"entries", entries},
+                                     {"ranks", ranks},
+                                     {"nodes", static_cast<int64_t>(shard.nodes)},
+                                     {"dropped", left},
+                                     {"seconds", slowest.item<double>()}});
+    if (is_rank0())
+      spdlog::info("[autocache] advanced {} cached samples from {} to {} frozen blocks on {} rank(s) of {} node(s) "
+                   "in {:.3f} s (the slowest shard); {} left at the old depth dropped",
+                   entries, before, after, ranks, shard.nodes, slowest.item<double>(), left);
   }
   update_cache_decision();
   const double seconds = seconds_since(started);

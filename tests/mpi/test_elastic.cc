@@ -207,6 +207,19 @@ TEST(ElasticEngine, AutoCacheServesTheFrozenPrefixWithTheSameTraining) {
     // Epochs 4 and 5 run with 3 frozen blocks: their inputs come from the
     // cache, written by all four ranks (one shared segment) and advanced.
     EXPECT_GT(epochs.back().at("cache_hit_rate").get<double>(), 0.5) << epochs.back().dump();
+    // The change 2 -> 3 blocks compresses K 2 -> 1: all four ranks are first
+    // stages of one node and each advances a quarter of the samples. Epoch 3
+    // served all 1,024 samples (32 full batches) at 2 blocks, so every one
+    // of them is advanced exactly once and nothing is left to drop.
+    const auto advances = metrics_events(dir.path() + "/cached/metrics.jsonl", "cache_advance");
+    ASSERT_EQ(advances.size(), 1u);
+    EXPECT_EQ(advances[0].at("frozen_before"), 2);
+    EXPECT_EQ(advances[0].at("frozen_after"), 3);
+    EXPECT_EQ(advances[0].at("ranks"), 4);
+    EXPECT_EQ(advances[0].at("nodes"), 1);
+    EXPECT_EQ(advances[0].at("entries"), 1024) << advances[0].dump();
+    EXPECT_EQ(advances[0].at("dropped"), 0) << advances[0].dump();
+    EXPECT_TRUE(metrics_events(dir.path() + "/computed/metrics.jsonl", "cache_advance").empty());
   }
   world().barrier();
   int leftovers = 0;

@@ -1,6 +1,6 @@
 // FrozenPrefixCache: the frozen prefix's output served from AutoCache equals
 // recomputing it (bit for bit in f32), advancing equals recomputing at the
-// deeper depth, bf16 rounds exactly as torch does, objects of one job share
+// deeper depth (split over shards or not), bf16 rounds exactly as torch does, objects of one job share
 // entries, a cache that cannot store still serves correct values, and the
 // auto policy follows the measured (or injected) timings.
 #include "runtime/engine/frozen_cache.h"
@@ -123,6 +123,66 @@ TEST(FrozenPrefixCache, F32MissesHitsAndAdvanceAreBitExact) {
     testing::error_message<ModelError>([&] { cache.advance(*f.model, *f.data, 3, 3); });
   }
   EXPECT_FALSE(segment_exists(job));
+}
+
+TEST(FrozenPrefixCache, ShardedAdvanceTakesEachKeyOnceAndEqualsUnsharded) {
+  const Fixture f = make_fixture();
+  const std::string node_job = job_id("shards");
+  const std::string whole_job = job_id("whole");
+  {
+    // Two processes of one node (one segment), and a node advancing alone.
+    FrozenPrefixCache first(config("on", "f32", 1.0), node_job, f.entry_shape, 5, 42);
+    FrozenPrefixCache second(config("on", "f32", 1.0), node_job, f.entry_shape, 5, 42);
+    FrozenPrefixCache whole(config("on", "f32", 1.0), whole_job, f.entry_shape, 5, 42);
+    first.frozen_output(*f.model, *f.data, kIndices, 0, 1);
+    whole.frozen_output(*f.model, *f.data, kIndices, 0, 1);
+
+    // kIndices {3, 1, 4, 5, 9, 2}: shard 0 of 2 owns samples 2 and 4, shard
+    // 1 owns 1, 3, 5 and 9. Batches of one sample, so no value depends on
+    // which other samples shared its batch: the comparison is bit for bit.
+    EXPECT_EQ(second.advance(*f.model, *f.data, 1, 3, CacheShard{1, 2}, 1), 4u);
+    CacheStats stats = first.stats();
+    EXPECT_EQ(stats.entries_per_depth[1], 2u) << "shard 1 took or dropped shard 0's entries";
+    EXPECT_EQ(stats.entries_per_depth[3], 4u);
+    // Sample 7 arrives at the old depth after shard 1 is done: it belongs to
+    // shard 1, so shard 0 leaves it, and only drop_depth removes it.
+    first.frozen_output(*f.model, *f.data, {7}, 0, 1);
+    EXPECT_EQ(first.advance(*f.model, *f.data, 1, 3, CacheShard{0, 2}, 1), 2u);
+    stats = first.stats();
+    EXPECT_EQ(stats.entries_per_depth[1], 1u);
+    EXPECT_EQ(stats.entries_per_depth[3], 6u);
+    EXPECT_EQ(first.drop_depth(1), 1u);
+    EXPECT_EQ(first.stats().entries_per_depth[1], 0u);
+    EXPECT_EQ(first.drop_depth(1), 0u);
+
+    // One shard (the default) drops the leftovers itself.
+    EXPECT_EQ(whole.advance(*f.model, *f.data, 1, 3, CacheShard{}, 1), 6u);
+    EXPECT_EQ(whole.stats().entries_per_depth[1], 0u);
+    EXPECT_EQ(whole.stats().entries_per_depth[3], 6u);
+
+    const uint64_t misses_before = first.stats().misses;
+    const torch::Tensor sharded = first.frozen_output(*f.model, *f.data, kIndices, 1, 3).hidden;
+    const torch::Tensor unsharded = whole.frozen_output(*f.model, *f.data, kIndices, 1, 3).hidden;
+    EXPECT_EQ(first.stats().misses, misses_before) << "every advanced entry is served from the cache";
+    EXPECT_TRUE(torch::equal(sharded, unsharded));
+    for (size_t i = 0; i < kIndices.size(); ++i) {
+      EXPECT_TRUE(torch::equal(sharded[static_cast<int64_t>(i)], direct(f, {kIndices[i]}, 3)[0]))
+          << "sample " << kIndices[i];
+    }
+    EXPECT_FALSE(torch::equal(sharded, direct(f, kIndices, 1)));
+
+    for (const CacheShard bad : {CacheShard{2, 2}, CacheShard{0, 0}}) {
+      const std::string message =
+          testing::error_message<ModelError>([&] { first.advance(*f.model, *f.data, 3, 4, bad); });
+      EXPECT_NE(message.find("shard " + std::to_string(bad.index) + " of " + std::to_string(bad.count)),
+                std::string::npos)
+          << message;
+    }
+    EXPECT_NE(testing::error_message<ModelError>([&] { first.drop_depth(6); }).find("frozen depth 6"),
+              std::string::npos);
+  }
+  EXPECT_FALSE(segment_exists(node_job));
+  EXPECT_FALSE(segment_exists(whole_job));
 }
 
 TEST(FrozenPrefixCache, Bf16RoundsLikeTorchAndOneJobSharesEntries) {
