@@ -351,8 +351,10 @@ std::vector<FieldSpec> build_schema() {
       // autopipe
       field(PIPET_CONFIG_FIELD(autopipe, enabled),
             "Adapt the pipeline as blocks freeze (compression to fewer stages, re-balanced "
-            "partition); false keeps K and the starting partition, moving boundaries only as far as "
-            "the frozen prefix (always on stage 0) requires: the \"freeze only\" configuration."),
+            "partition); false keeps K and the starting partition (the \"freeze only\" "
+            "configuration): frozen sub-layers stay on their stages and run forward only, except "
+            "that with autocache.mode on or auto the frozen prefix moves to stage 0 (where the "
+            "cache serves it)."),
       field(PIPET_CONFIG_FIELD(autopipe, partition),
             "Partition of the sub-layers over stages: optimal (minimises the largest stage) or "
             "greedy (the paper's balance).")

@@ -198,7 +198,11 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
     : model_(model),
       begin_(begin),
       end_(end),
-      first_active_(std::max(begin, frozen_end)),
+      first_active_(std::min(std::max(begin, frozen_end), end)),
+      trains_(std::max(begin, frozen_end) < end),
+      // Sub-layers [frozen_end, begin) live on earlier stages: they train,
+      // so this stage's input needs its gradient sent back.
+      previous_trains_(pipeline.rank() > 0 && begin > frozen_end),
       pipeline_(pipeline),
       task_(task),
       timeout_(timeout),
@@ -209,11 +213,10 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
     throw ModelError("stage " + std::to_string(stage_) + " was given sub-layers [" +
                      std::to_string(begin) + ", " + std::to_string(end) + ") of a model with " +
                      std::to_string(model.num_sublayers()));
-  if (frozen_end > begin && stage_ != 0)
-    throw ModelError("stage " + std::to_string(stage_) + " was given frozen sub-layers; the frozen "
-                     "prefix belongs to the first stage");
-  if (first_active_ >= end)
-    throw ModelError("stage " + std::to_string(stage_) + " holds no trainable sub-layer (frozen up to " +
+  // A stage frozen through runs forward only; the last one computes the
+  // loss, so it must train.
+  if (!trains_ && last())
+    throw ModelError("the last stage (" + std::to_string(stage_) + ") holds no trainable sub-layer (frozen up to " +
                      std::to_string(frozen_end) + ", stage ends at " + std::to_string(end) + ")");
 }
 
@@ -274,8 +277,8 @@ void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, P
       continue;
     }
     // A sub-layer's input needs a gradient when something trainable precedes
-    // it: an earlier sub-layer of this stage, or an earlier stage.
-    if (keep_graph && a.hidden.is_floating_point() && (j > first_active_ || !first())) {
+    // it: an earlier sub-layer of this stage, or one on an earlier stage.
+    if (keep_graph && a.hidden.is_floating_point() && (j > first_active_ || previous_trains_)) {
       a.hidden = a.hidden.detach().requires_grad_(true);
       pending->leaves[j - begin_] = a.hidden;
     }
@@ -294,6 +297,11 @@ void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, P
 }
 
 void StageExecutor::backward(Pending& pending, int64_t index, GradientBuckets* sync) {
+  if (!trains_) {
+    // Frozen through: nothing to differentiate and nobody waits for a gradient.
+    pending = Pending();
+    return;
+  }
   torch::Tensor grad;
   if (!last()) {
     grad = torch::empty_like(pending.outputs.back());
@@ -314,7 +322,7 @@ void StageExecutor::backward(Pending& pending, int64_t index, GradientBuckets* s
     }
     if (sync) sync->sublayer_done(j);
   }
-  if (!first()) {
+  if (previous_trains_) {
     if (!grad.defined())
       throw ModelError("stage " + std::to_string(stage_) + " has no input gradient for micro-batch " +
                        std::to_string(index));

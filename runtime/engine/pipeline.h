@@ -73,9 +73,10 @@ class GradientBuckets {
 class StageExecutor {
  public:
   // `pipeline` is this rank's pipeline group; its rank is the stage. The
-  // model must outlive the executor. Sub-layers below `frozen_end` are frozen
-  // (only the first stage may hold them): they run forward without autograd
-  // and backward stops above them.
+  // model must outlive the executor. Sub-layers below `frozen_end` are frozen:
+  // they run forward without autograd and backward stops above them. Any
+  // stage but the last may hold them, or be frozen through (then it only
+  // runs forwards, and the stage after it sends no gradient back).
   StageExecutor(TransformerModel& model, size_t begin, size_t end, Communicator& pipeline,
                 const Task& task, std::chrono::milliseconds timeout, size_t frozen_end = 0);
 
@@ -118,7 +119,9 @@ class StageExecutor {
   TransformerModel& model_;
   size_t begin_;
   size_t end_;
-  size_t first_active_;  // first sub-layer of this stage that trains
+  size_t first_active_;  // first sub-layer of this stage that trains (end_ when none)
+  bool trains_;          // some sub-layer of this stage trains
+  bool previous_trains_; // an earlier stage holds a trainable sub-layer
   Communicator& pipeline_;
   const Task& task_;
   std::chrono::milliseconds timeout_;

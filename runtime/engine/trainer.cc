@@ -663,9 +663,11 @@ void Trainer::profile_sublayer_costs() {
   }
 }
 
-// Sub-layers stage 0 must hold for f frozen blocks: the frozen prefix and the
-// first trainable sub-layer after it, so no stage is frozen through (a stage
-// must train something to take part in backward).
+// Sub-layers stage 0 holds for f frozen blocks: the frozen prefix and the
+// first trainable sub-layer after it. AutoPipe always pins them (the paper's
+// layout, which AutoCache needs: the cache replaces the prefix's forward on
+// stage 0 and the next sub-layer takes its output); without AutoPipe only
+// when AutoCache may serve (fixed_ranges).
 namespace {
 int pinned_sublayers(int frozen_blocks) {
   return frozen_blocks > 0 ? frozen_sublayer_count(frozen_blocks) + 1 : 0;
@@ -709,7 +711,10 @@ std::vector<Stage> stages_of(const std::vector<std::pair<size_t, size_t>>& range
 std::vector<std::pair<size_t, size_t>> Trainer::fixed_ranges(int stages, int frozen_blocks) const {
   if (static_cast<size_t>(stages) != initial_ranges_.size()) return {};
   const size_t count = model_->num_sublayers();
-  const size_t pinned = static_cast<size_t>(pinned_sublayers(frozen_blocks));
+  // Without the cache nothing needs the frozen prefix on stage 0: a stage
+  // whose sub-layers froze runs them forward only, and no state moves.
+  const bool cache_may_serve = config_.autocache.mode != "off";
+  const size_t pinned = cache_may_serve ? static_cast<size_t>(pinned_sublayers(frozen_blocks)) : 0;
   std::vector<size_t> begins;
   for (const auto& range : initial_ranges_) begins.push_back(range.first);
   for (size_t s = 1; s < begins.size(); ++s) {
@@ -740,13 +745,7 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
     groups_.reset();
     groups_ = make_groups(stages);
   }
-  std::vector<Stage> plan = partition(balance_costs_for(frozen_blocks_), stages,
-                                      static_cast<PartitionMethod>(partition_method()),
-                                      pinned_sublayers(frozen_blocks_));
-  if (!config_.autopipe.enabled) {
-    const std::vector<std::pair<size_t, size_t>> fixed = fixed_ranges(stages, frozen_blocks_);
-    if (!fixed.empty()) plan = stages_of(fixed, balance_costs_for(frozen_blocks_));
-  }
+  const std::vector<Stage> plan = stages_of(plan_ranges(stages, frozen_blocks_), balance_costs_for(frozen_blocks_));
   const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
   stage_ranges_ = ranges_of(plan);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
@@ -982,19 +981,22 @@ void Trainer::decide_freeze(const char* when) {
     for (int k = 1; k <= world_->size(); ++k)
       if (world_->size() % k == 0) compression.allowed_stage_counts.push_back(k);
   const int stages_before = groups_->stages();
-  const CompressionResult compressed =
-      compress_stage_count(balance_costs_for(after), pinned_sublayers(after), stages_before,
-                           reference_max_cost_, compression);
   // AutoDP: each rank receives what its new range needs from its old replica.
   OwnershipLayout old_layout{stages_before, stage_ranges_, static_cast<size_t>(frozen_sublayer_count(before))};
   // Without AutoPipe K stays while the starting partition can hold the
-  // frozen prefix; past that point the compression is forced.
+  // frozen prefix (always, unless AutoCache pins it to stage 0); past that
+  // point the compression is forced.
   const bool keep_stages = !config_.autopipe.enabled && !fixed_ranges(stages_before, after).empty();
-  const int new_stages = keep_stages ? stages_before : compressed.stages;
-  if (!config_.autopipe.enabled && !keep_stages && is_rank0())
-    spdlog::warn("[autopipe] autopipe.enabled=false, but {} stages cannot hold {} frozen blocks on stage 0 "
-                 "and a sub-layer on every other stage: compressing to {} stages",
-                 stages_before, after, compressed.stages);
+  int new_stages = stages_before;
+  if (!keep_stages) {
+    new_stages = compress_stage_count(balance_costs_for(after), pinned_sublayers(after), stages_before,
+                                      reference_max_cost_, compression)
+                     .stages;
+    if (!config_.autopipe.enabled && is_rank0())
+      spdlog::warn("[autopipe] autopipe.enabled=false, but {} stages cannot hold {} frozen blocks on stage 0 "
+                   "and a sub-layer on every other stage: compressing to {} stages",
+                   stages_before, after, new_stages);
+  }
   OwnershipLayout new_layout{new_stages, plan_ranges(new_stages, after),
                              static_cast<size_t>(frozen_sublayer_count(after))};
   std::map<std::string, torch::Tensor> moved;

@@ -150,9 +150,10 @@ class Trainer {
   // (its step contributes zeros to the step all-reduce).
   bool idle() const;
   StepResult idle_step(bool stop_wanted, int64_t global_rows);
-  // autopipe.enabled=false: the starting partition with its boundaries moved
-  // only as far as the pinned frozen prefix requires; empty when K stages
-  // cannot each keep a sub-layer.
+  // autopipe.enabled=false: the starting partition. When AutoCache may serve
+  // the frozen prefix it must sit on stage 0, and the boundaries move only as
+  // far as that requires (empty when K stages cannot each keep a sub-layer);
+  // with autocache.mode=off frozen sub-layers stay where they are.
   std::vector<std::pair<size_t, size_t>> fixed_ranges(int stages, int frozen_blocks) const;
   int active_replicas_ = 1;                                // pipelines that train
   int initial_replicas_ = 1;                               // R0

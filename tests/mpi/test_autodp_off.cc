@@ -2,8 +2,8 @@
 // autodp.enabled=false keeps the starting replica count when the pipeline
 // compresses, so the freed ranks sit out (no batches, only world
 // collectives) and the run still trains what the AutoDP run trains;
-// autopipe.enabled=false keeps K and the starting partition, moving a
-// boundary only as far as the frozen prefix on stage 0 requires.
+// autopipe.enabled=false keeps K and the starting partition (frozen
+// sub-layers stay on their stages unless AutoCache serves them on stage 0).
 #include "tests/mpi/engine_test_support.h"
 
 #include "runtime/comm/process_groups.h"
@@ -112,26 +112,21 @@ TEST(AutoDpOff, FreedRanksSitOutAndTheRunTrainsAsTheAutoDpRunDoes) {
   }
 }
 
-TEST(AutoPipeOff, KeepsTheStagesAndMovesOnlyTheBoundaryTheFrozenPrefixNeeds) {
+TEST(AutoPipeOff, KeepsTheStagesAndThePartitionAndFrozenSubLayersStayPut) {
   SharedDir dir;
   TrainConfig c = two_by_two(dir.path() + "/fixed");
   c.autopipe.enabled = false;
   c.train.epochs = 2;
   Trainer trainer(c, &world());
-  const auto [begin0, end0] = trainer.stage_range();
+  const std::pair<size_t, size_t> start = trainer.stage_range();
   const TrainResult result = trainer.run();
   EXPECT_EQ(trainer.groups().stages(), 2);
   EXPECT_EQ(trainer.groups().replicas(), 2);
-  // 3 frozen blocks = embedding + 6 sub-layers, plus the first trainable
-  // sub-layer, all on stage 0; the last stage keeps the rest.
-  const auto [begin, end] = trainer.stage_range();
+  // 3 frozen blocks = embedding + 6 sub-layers: stage 0 is frozen through
+  // and runs forward only; nothing moved.
+  EXPECT_EQ(trainer.stage_range(), start);
   if (trainer.groups().stage() == 0) {
-    EXPECT_EQ(begin, 0u);
-    EXPECT_EQ(end, 8u);
-    EXPECT_LT(end0, 8u) << "the starting boundary must lie below the frozen prefix for this test";
-  } else {
-    EXPECT_EQ(begin, 8u);
-    EXPECT_EQ(end, 10u);
+    EXPECT_LE(start.second, 7u) << "stage 0 must freeze through for this test";
   }
   ASSERT_TRUE(result.eval.has_value());
   if (world().rank() == 0) {
@@ -139,6 +134,28 @@ TEST(AutoPipeOff, KeepsTheStagesAndMovesOnlyTheBoundaryTheFrozenPrefixNeeds) {
     ASSERT_EQ(epochs.size(), 2u);
     EXPECT_EQ(epochs[1].at("frozen_blocks"), 3);
     EXPECT_EQ(epochs[1].at("stages"), 2);
+    EXPECT_LT(epochs[1].at("train_loss").get<double>(), epochs[0].at("train_loss").get<double>());
+    const auto transitions = metrics_events(c.output.dir + "/metrics.jsonl", "transition");
+    ASSERT_EQ(transitions.size(), 1u);
+    EXPECT_EQ(transitions[0].at("bytes_moved"), 0);
+  }
+
+  // With AutoCache on, the cache serves the frozen prefix on stage 0: the
+  // boundary moves just past it, the last stage keeps the rest.
+  TrainConfig cached = two_by_two(dir.path() + "/cached");
+  cached.autopipe.enabled = false;
+  cached.autocache.mode = "on";
+  cached.autocache.shm_mb = 64;
+  cached.train.epochs = 2;
+  Trainer cached_trainer(cached, &world());
+  cached_trainer.run();
+  const auto [begin, end] = cached_trainer.stage_range();
+  if (cached_trainer.groups().stage() == 0) {
+    EXPECT_EQ(begin, 0u);
+    EXPECT_EQ(end, 8u);
+  } else {
+    EXPECT_EQ(begin, 8u);
+    EXPECT_EQ(end, 10u);
   }
 }
 

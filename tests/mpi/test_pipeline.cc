@@ -149,6 +149,49 @@ TEST(PipelineEngine, EveryLayoutAndScheduleTrainsTheSameModel) {
   if (world().rank() == 0) expect_same_run(reference, many, "2x2-1f1b-m4");
 }
 
+// Without AutoPipe and AutoCache frozen sub-layers stay on their stages:
+// after step 2 the first block freezes (embedding + 2 sub-layers), so on
+// 4 stages the first two are frozen through and only run forwards, the
+// third starts at the frozen boundary and sends no gradient back. Every
+// layout still trains what the single process trains.
+TEST(PipelineEngine, FrozenSubLayersOnLaterStagesTrainTheSameModel) {
+  SharedDir dir;
+  auto frozen_run = [&](const std::string& name, int64_t stages, const std::string& schedule) {
+    TrainConfig c = tiny_run(dir.path() + "/" + name, stages, 2, schedule);
+    c.freeze.policy = "manual";
+    c.freeze.manual = {1};
+    c.freeze.every_steps = 2;
+    c.autopipe.enabled = false;
+    return c;
+  };
+  RunRecord reference;
+  {
+    std::unique_ptr<Communicator> solo = world().subgroup(world().rank() == 0 ? 0 : -1, 0, "solo");
+    if (solo) reference = run_layout(*solo, frozen_run("frozen-1x1", 1, "gpipe"));
+  }
+  world().barrier();
+  if (world().rank() == 0) {
+    ASSERT_EQ(reference.losses.size(), 5u);
+    EXPECT_GT(reference.weight_change, 1e-3);
+  }
+  for (const std::string schedule : {"gpipe", "1f1b"}) {
+    for (const int64_t stages : {4, 2}) {
+      const std::string name = "frozen-" + std::to_string(stages) + "x" + std::to_string(4 / stages) + "-" + schedule;
+      TrainConfig c = frozen_run(name, stages, schedule);
+      {
+        // The layout this test is about: stage 0 holds no trainable
+        // sub-layer once block 0 (sub-layers [0, 3)) is frozen.
+        Trainer probe(c, &world());
+        torch::Tensor end = torch::tensor({static_cast<int64_t>(probe.stage_range().second)}, torch::kInt64);
+        world().broadcast(end);
+        EXPECT_LE(end.item<int64_t>(), 3) << name << ": stage 0 must freeze through";
+      }
+      const RunRecord record = run_layout(world(), c);
+      if (world().rank() == 0) expect_same_run(reference, record, name);
+    }
+  }
+}
+
 TEST(PipelineEngine, ResumeFromPerRankCheckpointsMatchesTheUninterruptedRun) {
   SharedDir dir;
   TrainConfig full = tiny_run(dir.path() + "/full", 2, 2, "1f1b");
