@@ -25,6 +25,8 @@
 // on the segment's file descriptor, which the kernel also drops on death.
 #include "autocache/activation_cache.h"
 
+#include "runtime/core/host.h"
+
 #include "autocache/shared_region.h"
 #include "runtime/core/errors.h"
 
@@ -173,15 +175,10 @@ CacheKey unpack(uint64_t packed) {
   return key;
 }
 
-std::string hostname_for_files() {
-  char buffer[256] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0 || buffer[0] == '\0') return "localhost";
-  std::string host(buffer);
-  for (char& c : host) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '_';
-  }
-  return host;
-}
+// The machine's tag, not just its name: hosts that share disk_dir (a network
+// filesystem) must not share a slot file, and SageMaker's hosts all answer
+// "aws" to gethostname().
+std::string hostname_for_files() { return host_identity().file_tag(); }
 
 // Sizes and offsets of a segment for the given slot counts.
 void plan_layout(Layout& layout) {

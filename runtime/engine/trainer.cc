@@ -28,6 +28,7 @@
 #include "runtime/comm/process_groups.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
+#include "runtime/core/host.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/strings.h"
 #include "runtime/core/threads.h"
@@ -138,34 +139,13 @@ bool local_rank_leader(int world_rank) {
   return world_rank == 0;
 }
 
-// The shared memory this rank attaches AutoCache to, as a 64-bit FNV-1a hash
-// of the host name and the kernel's boot id: ranks with equal keys share one
-// /dev/shm. The host name alone is not enough: it can be the same on every
-// host of a job (SageMaker's containers all answer "aws"); the boot id is
-// random per machine and boot, and the host name then tells apart containers
-// of one machine, which each have their own /dev/shm. Open MPI's local rank
-// and size say where a rank stands on its host, not which host it is on, so
-// they serve only as a check. A wrong grouping would cost time, never values
-// (see node_advance_shard).
-int64_t shared_memory_host_key() {
-  std::string identity;
-  char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) == 0) identity = name;
-  try {
-    identity += "|" + read_file("/proc/sys/kernel/random/boot_id", "kernel boot id");
-  } catch (const Error&) {
-    // No procfs (not Linux): the host name alone.
-  }
-  uint64_t hash = 1469598103934665603ull;
-  for (const unsigned char c : identity) hash = (hash ^ c) * 1099511628211ull;
-  return static_cast<int64_t>(hash);
-}
-
 // This rank's part of advancing its node's AutoCache entries at a freeze
 // change: the members (first-stage ranks that train, so they hold the
 // current weights of the whole frozen prefix) on one host split the entries
 // by sample, shard i of n taking the samples with sample % n == i, in world
-// rank order; count 0 for a non-member. Collective over `world`. Every shard
+// rank order; count 0 for a non-member. A host's ranks are those with equal
+// host_identity().key (host name and boot id; Open MPI's local size serves
+// only as a check). Collective over `world`. Every shard
 // reads only its own keys and the leftovers are dropped only after every
 // shard is done, so a wrong grouping could only duplicate work or leave
 // entries to be recomputed.
@@ -176,7 +156,7 @@ struct AdvanceShard {
 };
 
 AdvanceShard node_advance_shard(Communicator& world, bool member) {
-  const int64_t host = shared_memory_host_key();
+  const int64_t host = static_cast<int64_t>(host_identity().key);
   const torch::Tensor mine = torch::tensor({host, static_cast<int64_t>(member)}, torch::kInt64);
   const torch::Tensor all = world.all_gather(mine).reshape({world.size(), 2});
   const int64_t* rows = all.data_ptr<int64_t>();

@@ -3,6 +3,7 @@
 // the middle of a write never wedge the others, and segments of killed jobs
 // are found and removed.
 #include "autocache/activation_cache.h"
+#include "runtime/core/host.h"
 #include "tests/support/temp_dir.h"
 #include "tests/unit/autocache/cache_test_util.h"
 
@@ -241,12 +242,12 @@ TEST(ActivationCacheProcesses, SegmentsOfKilledJobsAreRemovedByTheNextRun) {
   crash(dead_job);
   const std::string dead_segment = "/pipet-cache-" + dead_job;
   ASSERT_TRUE(testing::shm_exists(dead_segment));
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
+  // Slot files carry the machine's tag, not the bare host name.
+  const std::string host = host_identity().file_tag();
   const std::string dead_disk = dir.file("pipet-cache-" + dead_job + "-" + host + ".slots");
   ASSERT_TRUE(testing::file_exists(dead_disk));
   // An orphaned disk file of this host (its segment is long gone).
-  const std::string orphan = dir.file("pipet-cache-ghost-job-" + std::string(host) + ".slots");
+  const std::string orphan = dir.file("pipet-cache-ghost-job-" + host + ".slots");
   testing::write_text(orphan, "stale");
   {
     LogCapture log;

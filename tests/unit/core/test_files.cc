@@ -1,5 +1,6 @@
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
+#include "runtime/core/host.h"
 #include "tests/support/expect_error.h"
 #include "tests/support/temp_dir.h"
 
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -310,6 +312,27 @@ TEST(PathExists, FilesDirectoriesAndMissing) {
   EXPECT_TRUE(path_exists(dir.path()));
   EXPECT_FALSE(path_exists(dir.file("g")));
   EXPECT_FALSE(path_exists(dir.file("f/under-a-file")));
+}
+
+// The machine's tag names AutoCache's slot files: the host name made safe for
+// a file name, then 8 hex digits of the name + boot id hash.
+TEST(HostIdentity, TagIsTheSafeNameAndEightHexDigitsOfTheKey) {
+  const HostIdentity& host = host_identity();
+  EXPECT_EQ(&host, &host_identity()) << "computed once per process";
+  ASSERT_FALSE(host.name.empty());
+  for (const char c : host.name)
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_') << host.name;
+  char name[256] = {};
+  ASSERT_EQ(::gethostname(name, sizeof name - 1), 0);
+  EXPECT_EQ(host.name.size(), std::string(name).size());
+  const std::string tag = host.file_tag();
+  ASSERT_EQ(tag.size(), host.name.size() + 9);
+  EXPECT_EQ(tag.substr(0, host.name.size() + 1), host.name + "-");
+  EXPECT_EQ(std::stoull(tag.substr(host.name.size() + 1), nullptr, 16), host.key & 0xffffffffu);
+  // Two machines with one name differ in their boot id, so in their keys.
+  HostIdentity other = host;
+  other.key ^= 0x1234;
+  EXPECT_NE(other.file_tag(), tag);
 }
 
 }  // namespace
