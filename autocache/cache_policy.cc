@@ -59,9 +59,21 @@ CacheDecision decide_cache(const CachePolicyOptions& options, bool currently_ena
   }
   const double enable_below = forward * (1.0 - options.margin);
   const double disable_above = forward * (1.0 + options.margin);
+  const std::string margin = std::to_string(static_cast<int>(std::lround(options.margin * 100))) + "% margin";
+  if (m.timed_depth > 0 && m.timed_depth < m.depth) {
+    const std::string shallower = "timed at frozen depth " + std::to_string(m.timed_depth) + " (" + timings + ")";
+    if (read < enable_below) {
+      return {true, at + shallower + ": reading is faster by more than the " + margin +
+                        " there, and a deeper prefix only costs more to run: cache " +
+                        (currently_enabled ? "stays on" : "enabled")};
+    }
+    return {currently_enabled, at + shallower + ": not faster by the " + margin +
+                                   " there; a deeper prefix costs more to run, so the cache stays " +
+                                   (currently_enabled ? "on" : "off") + " until timed at this depth"};
+  }
   if (read < enable_below) {
-    return {true, at + timings + ": reading is faster by more than the " + std::to_string(static_cast<int>(std::lround(options.margin * 100)))
-                      + "% margin, cache " + (currently_enabled ? "stays on" : "enabled")};
+    return {true, at + timings + ": reading is faster by more than the " + margin + ", cache " +
+                      (currently_enabled ? "stays on" : "enabled")};
   }
   if (read > disable_above) {
     return {false, at + timings + ": reading is slower by more than the margin, cache " + (currently_enabled ? "disabled" : "stays off")};

@@ -21,6 +21,12 @@ struct CacheMeasurement {
   int depth = 0;
   double frozen_forward_seconds = 0.0;
   double cache_read_seconds = 0.0;
+  // The depth the timings were taken at, when shallower than `depth` (0: at
+  // `depth` itself). Right after a freeze change nothing has run at the new
+  // depth yet; the last timings stand in: an entry has the same size at
+  // every depth, so it costs the same to read, and a deeper prefix only
+  // costs more to run, so the forward time is a lower bound.
+  int timed_depth = 0;
 };
 
 struct CachePolicyOptions {
@@ -43,7 +49,9 @@ void validate_cache_policy_options(const CachePolicyOptions& options);
 // The decision for the next interval. `currently_enabled` is the previous
 // decision. No depth threshold: only the measured times decide (a frozen
 // depth of 0 caches nothing, so auto keeps the cache off there). Timings
-// that are negative, NaN or infinite keep the current state.
+// that are negative, NaN or infinite keep the current state. Timings from a
+// shallower depth can only enable the cache (its forward time is a lower
+// bound); otherwise the state stays until the depth itself is timed.
 CacheDecision decide_cache(const CachePolicyOptions& options, bool currently_enabled, const CacheMeasurement& measurement);
 
 // The view id of `sample` in `epoch` when `cache_views` views per sample are

@@ -277,6 +277,7 @@ Activations FrozenPrefixCache::frozen_output(TransformerModel& model, const Data
     const double read_seconds = seconds_since(read_start);
     const auto hits = static_cast<int64_t>(count - misses.size());
     if (hits > 0) record(read_, read_seconds, hits);
+    served_from_cache_ += hits;
     if (!misses.empty()) {
       const double seconds = compute_rows(model, data, indices, draws, misses, frozen_end, text_ptr, out, true);
       record(forward_, seconds, static_cast<int64_t>(misses.size()));
@@ -407,21 +408,37 @@ size_t FrozenPrefixCache::drop_depth(size_t depth) {
 
 CacheMeasurement FrozenPrefixCache::measurement(size_t frozen_end) const {
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  const bool current = interval_depth_ == frozen_end && interval_samples_ > 0;
-  const bool previous = last_depth_ == frozen_end && last_batch_ > 0.0;
-  const double batch = current    ? static_cast<double>(interval_samples_) / static_cast<double>(interval_calls_)
-                       : previous ? last_batch_
-                                  : nan;
-  auto per_sample = [&](const Timing& timing, bool has_last, double last) {
-    if (interval_depth_ == frozen_end && timing.samples > 0) return timing.seconds / static_cast<double>(timing.samples);
-    if (last_depth_ == frozen_end && has_last) return last;
-    return nan;
+  // Per-batch timings at `depth` from the open interval and the last closed
+  // one (either may supply each figure); NaN where neither has it.
+  auto timed_at = [&](size_t depth) {
+    const bool current = interval_depth_ == depth && interval_samples_ > 0;
+    const bool previous = last_depth_ == depth && last_batch_ > 0.0;
+    const double batch = current    ? static_cast<double>(interval_samples_) / static_cast<double>(interval_calls_)
+                         : previous ? last_batch_
+                                    : nan;
+    auto per_sample = [&](const Timing& timing, bool has_last, double last) {
+      if (interval_depth_ == depth && timing.samples > 0) return timing.seconds / static_cast<double>(timing.samples);
+      if (last_depth_ == depth && has_last) return last;
+      return nan;
+    };
+    CacheMeasurement m;
+    m.depth = static_cast<int>(frozen_end);
+    m.frozen_forward_seconds = per_sample(forward_, last_has_forward_, last_forward_per_sample_) * batch;
+    m.cache_read_seconds = per_sample(read_, last_has_read_, last_read_per_sample_) * batch;
+    if (depth != frozen_end) m.timed_depth = static_cast<int>(depth);
+    return m;
   };
-  CacheMeasurement m;
-  m.depth = static_cast<int>(frozen_end);
-  m.frozen_forward_seconds = per_sample(forward_, last_has_forward_, last_forward_per_sample_) * batch;
-  m.cache_read_seconds = per_sample(read_, last_has_read_, last_read_per_sample_) * batch;
-  return m;
+  const CacheMeasurement here = timed_at(frozen_end);
+  if (std::isfinite(here.frozen_forward_seconds) && std::isfinite(here.cache_read_seconds)) return here;
+  // Not timed here yet (right after a freeze change): the deepest shallower
+  // depth that was, as a lower bound of the forward time (cache_policy.h).
+  size_t shallower = 0;
+  if (interval_depth_ < frozen_end && interval_samples_ > 0) shallower = interval_depth_;
+  if (last_depth_ < frozen_end && last_batch_ > 0.0) shallower = std::max(shallower, last_depth_);
+  if (shallower == 0) return here;
+  const CacheMeasurement stand_in = timed_at(shallower);
+  if (std::isfinite(stand_in.frozen_forward_seconds) && std::isfinite(stand_in.cache_read_seconds)) return stand_in;
+  return here;
 }
 
 CacheDecision FrozenPrefixCache::update_decision(size_t frozen_end) { return update_decision(measurement(frozen_end)); }

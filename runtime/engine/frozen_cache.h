@@ -129,8 +129,9 @@ class FrozenPrefixCache {
   int view_of(int64_t epoch, int64_t sample) const;
 
   // The timings measured since the last decision at `frozen_end` (per batch
-  // of the average size served; NaN where nothing was measured at this depth
-  // in this or the previous interval).
+  // of the average size served), or where nothing was measured at this depth
+  // in this or the previous interval, those of the deepest shallower depth
+  // that was (timed_depth says which); NaN when there are none.
   CacheMeasurement measurement(size_t frozen_end) const;
   // Decides the next interval from measurement(frozen_end), logs the reason
   // and starts a new measuring interval (the next frozen_output runs one
@@ -143,6 +144,15 @@ class FrozenPrefixCache {
   // The cache's counters (zeros, with misses = samples computed, when there
   // is no usable cache or mode is off).
   CacheStats stats() const;
+
+  // Frozen-prefix outputs this object returned since construction: read
+  // from the cache, and computed (misses, or everything while disabled).
+  // The probes of the path not taken count in neither.
+  struct ServedCounts {
+    int64_t from_cache = 0;
+    int64_t computed = 0;
+  };
+  ServedCounts served() const { return {served_from_cache_, static_cast<int64_t>(computed_samples_)}; }
 
  private:
   struct Timing {
@@ -172,6 +182,7 @@ class FrozenPrefixCache {
   std::unique_ptr<ActivationCache> cache_;
   bool enabled_ = false;
   uint64_t computed_samples_ = 0;
+  int64_t served_from_cache_ = 0;
 
   // Measuring interval (reset at each decision and depth change).
   size_t interval_depth_ = 0;

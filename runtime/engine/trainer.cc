@@ -139,6 +139,17 @@ bool local_rank_leader(int world_rank) {
   return world_rank == 0;
 }
 
+// The epoch's share of frozen-prefix outputs read from the cache (0 without
+// a cache or frozen prefix); not the cache's own hit counter, which also
+// counts the read-back probes while the cache is off.
+double served_from_cache_since(const FrozenPrefixCache* cache, const FrozenPrefixCache::ServedCounts& before) {
+  if (!cache) return 0.0;
+  const FrozenPrefixCache::ServedCounts now = cache->served();
+  const int64_t from_cache = now.from_cache - before.from_cache;
+  const int64_t total = from_cache + now.computed - before.computed;
+  return total > 0 ? static_cast<double>(from_cache) / static_cast<double>(total) : 0.0;
+}
+
 // This rank's part of advancing its node's AutoCache entries at a freeze
 // change: the members (first-stage ranks that train, so they hold the
 // current weights of the whole frozen prefix) on one host split the entries
@@ -943,15 +954,11 @@ void Trainer::decide_freeze(const char* when) {
   state_->freeze_decisions = freeze_->state().decisions;
   state_->freeze_bound = freeze_->state().bound;
   // AutoCache (auto mode) decides for the coming interval at the same points.
-  auto update_cache_decision = [&] {
-    if (serves_frozen_prefix() && config_.autocache.mode == "auto")
-      frozen_cache().update_decision(static_cast<size_t>(frozen_sublayer_count(frozen_blocks_)));
-  };
   if (after == before) {
     if (is_rank0())
       spdlog::info("[freeze] decision {} ({}): {} of {} blocks stay frozen", freeze_->state().decisions, when,
                    before, num_blocks_);
-    update_cache_decision();
+    decide_cache_for_interval();
     return;
   }
   const auto started = Clock::now();
@@ -1033,7 +1040,7 @@ void Trainer::decide_freeze(const char* when) {
                    "in {:.3f} s (the slowest shard); {} left at the old depth dropped",
                    entries, before, after, ranks, shard.nodes, slowest.item<double>(), left);
   }
-  update_cache_decision();
+  decide_cache_for_interval();
   const double seconds = seconds_since(started);
   metrics_->emit("transition", {{"epoch", state_->epoch},
                                 {"step", state_->step},
@@ -1052,6 +1059,49 @@ void Trainer::decide_freeze(const char* when) {
                  active_replicas_, bytes_moved / 1048576.0, seconds);
 }
 
+
+// AutoCache (auto mode) decides for the coming interval at every decision
+// point, from the timings of every rank that served the frozen prefix,
+// averaged over the world so every serving rank decides alike: a rank that
+// has just become a first stage has no timings of its own and would
+// otherwise compute (and not store) its share for a whole interval. Timings
+// at the current depth win over stand-ins from a shallower one.
+void Trainer::decide_cache_for_interval() {
+  if (config_.autocache.mode != "auto") return;
+  const size_t depth = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
+  const bool serving = serves_frozen_prefix();
+  // [forward, read, count] at this depth, the same for stand-ins, and the
+  // deepest stand-in depth.
+  std::vector<double> sums(7, 0.0);
+  if (serving) {
+    const CacheMeasurement m = frozen_cache().measurement(depth);
+    if (std::isfinite(m.frozen_forward_seconds) && std::isfinite(m.cache_read_seconds)) {
+      const size_t at = m.timed_depth > 0 ? 3 : 0;
+      sums[at] = m.frozen_forward_seconds;
+      sums[at + 1] = m.cache_read_seconds;
+      sums[at + 2] = 1.0;
+      sums[6] = static_cast<double>(m.timed_depth);
+    }
+  }
+  torch::Tensor totals = torch::tensor(sums, torch::kDouble);
+  torch::Tensor deepest = totals.narrow(0, 6, 1).clone();
+  totals = totals.narrow(0, 0, 6).contiguous();
+  world_->all_reduce(totals);
+  world_->all_reduce(deepest, {ReduceOp::kMax});
+  if (!serving) return;
+  const double* t = totals.data_ptr<double>();
+  CacheMeasurement averaged;
+  averaged.depth = static_cast<int>(depth);
+  averaged.frozen_forward_seconds = std::numeric_limits<double>::quiet_NaN();
+  averaged.cache_read_seconds = std::numeric_limits<double>::quiet_NaN();
+  const size_t at = t[2] > 0 ? 0 : t[5] > 0 ? 3 : 6;
+  if (at < 6) {
+    averaged.frozen_forward_seconds = t[at] / t[at + 2];
+    averaged.cache_read_seconds = t[at + 1] / t[at + 2];
+    if (at == 3) averaged.timed_depth = static_cast<int>(deepest.item<double>());
+  }
+  frozen_cache().update_decision(averaged);
+}
 
 bool Trainer::serves_frozen_prefix() const {
   return !cache_job_id_.empty() && frozen_blocks_ > 0 && executor_->first() && !idle();
@@ -1421,6 +1471,8 @@ TrainResult Trainer::run(const RunLimits& limits) {
     bool evaluated_this_epoch = false;
     const auto epoch_start = Clock::now();
     int64_t epoch_samples = 0;
+    const FrozenPrefixCache::ServedCounts served_before =
+        frozen_cache_ ? frozen_cache_->served() : FrozenPrefixCache::ServedCounts{};
     for (std::vector<int64_t> indices = sampler_->next_batch(); !indices.empty();
          indices = sampler_->next_batch()) {
       const int64_t rows = static_cast<int64_t>(indices.size());
@@ -1499,7 +1551,7 @@ TrainResult Trainer::run(const RunLimits& limits) {
                              {"samples_per_sec", epoch_seconds > 0 ? epoch_samples / epoch_seconds : 0.0},
                              {"samples", epoch_samples},
                              {"global_batch", global_batch_},
-                             {"cache_hit_rate", frozen_cache_ ? frozen_cache_->stats().hit_rate() : 0.0}});
+                             {"cache_hit_rate", served_from_cache_since(frozen_cache_.get(), served_before)}});
     if (config_.freeze.every_steps == 0 && !training_done()) decide_freeze("epoch boundary");
     if (config_.eval.every_epochs > 0 && state_->epoch % config_.eval.every_epochs == 0 && !evaluated_this_epoch) {
       run_eval("epoch cadence");

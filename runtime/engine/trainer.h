@@ -137,6 +137,9 @@ class Trainer {
   void save_micro_batch_table() const;
   // AutoCache: the first stage's cache of the frozen prefix's output.
   bool serves_frozen_prefix() const;
+  // Collective: AutoCache's auto decision for the coming interval from the
+  // serving ranks' timings averaged over the world (no-op in on/off mode).
+  void decide_cache_for_interval();
   FrozenPrefixCache& frozen_cache();
   void set_frozen_modes();
   // autopipe.cost=measured: forward and backward seconds of every sub-layer

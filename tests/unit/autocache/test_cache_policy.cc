@@ -35,6 +35,17 @@ TEST(CachePolicy, AutoFollowsMeasurementsWithHysteresisAndFixedModesObey) {
   EXPECT_TRUE(decide_cache(autoo, false, {1, 5e-3, 1e-3}).enabled);
   EXPECT_FALSE(decide_cache(autoo, true, {11, 1e-3, 5e-3}).enabled);
   EXPECT_FALSE(decide_cache(autoo, false, {0, 5e-3, 1e-3}).enabled);  // nothing frozen
+  // Timings from a shallower depth (right after a freeze change) can only
+  // enable: a deeper prefix costs at least that forward time to run.
+  const CacheDecision shallower_faster = decide_cache(autoo, false, {7, 5e-3, 1e-3, 5});
+  EXPECT_TRUE(shallower_faster.enabled) << shallower_faster.reason;
+  EXPECT_TRUE(has(shallower_faster.reason, "timed at frozen depth 5")) << shallower_faster.reason;
+  const CacheDecision shallower_slower = decide_cache(autoo, true, {7, 1e-3, 5e-3, 5});
+  EXPECT_TRUE(shallower_slower.enabled) << "a lower bound cannot show that reading is slower: "
+                                        << shallower_slower.reason;
+  EXPECT_TRUE(has(shallower_slower.reason, "until timed at this depth")) << shallower_slower.reason;
+  EXPECT_FALSE(decide_cache(autoo, false, {7, 1e-3, 5e-3, 5}).enabled);
+  EXPECT_FALSE(decide_cache(autoo, true, {7, 1e-3, 5e-3, 7}).enabled) << "timed at the depth itself";
   // Unusable timings keep the state.
   EXPECT_TRUE(decide_cache(autoo, true, {4, NAN, 1e-3}).enabled);
   EXPECT_FALSE(decide_cache(autoo, false, {4, 1e-3, -1.0}).enabled);

@@ -306,8 +306,18 @@ TEST(FrozenPrefixCache, AutoModeFollowsMeasuredTimingsWithHysteresis) {
     EXPECT_GT(both.cache_read_seconds, 0.0);
     const CacheDecision real = cache.update_decision(1);
     EXPECT_NE(real.reason.find("frozen forward"), std::string::npos) << real.reason;
-    // A depth never served has no timings: the state stays.
-    EXPECT_EQ(cache.update_decision(4).enabled, real.enabled);
+    // A depth never served yet (right after a freeze change) is decided from
+    // the deepest shallower timings, as a lower bound of its forward time.
+    const CacheMeasurement stand_in = cache.measurement(4);
+    EXPECT_EQ(stand_in.depth, 4);
+    EXPECT_EQ(stand_in.timed_depth, 1);
+    EXPECT_GT(stand_in.frozen_forward_seconds, 0.0);
+    const CacheDecision deeper = cache.update_decision(4);
+    EXPECT_NE(deeper.reason.find("timed at frozen depth 1"), std::string::npos) << deeper.reason;
+    // Served outputs: 6 computed while disabled, 6 read once enabled; the
+    // probes (a put + read back, a recompute) count in neither.
+    EXPECT_EQ(cache.served().computed, 6);
+    EXPECT_EQ(cache.served().from_cache, 6);
   }
   EXPECT_FALSE(segment_exists(job));
 }
