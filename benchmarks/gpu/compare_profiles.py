@@ -28,6 +28,8 @@ import json
 import re
 import sys
 
+from op_profile import aligned_table
+
 SCHEMA = "pipet-op-profile-v1"
 
 # (category, pattern searched in the lower-cased op name); first match wins.
@@ -127,26 +129,6 @@ def by_category(profile, metric):
     return sums
 
 
-def _is_number(cell):
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
-
-
-def aligned(headers, rows):
-    widths = [max([len(h)] + [len(r[c]) for r in rows]) for c, h in enumerate(headers)]
-
-    def line(cells, header):
-        return "  ".join(cell.rjust(widths[c]) if (not header and _is_number(cell))
-                         else (cell if c + 1 == len(cells) else cell.ljust(widths[c]))
-                         for c, cell in enumerate(cells)).rstrip()
-
-    return "\n".join([line(headers, True), "-" * (sum(widths) + 2 * (len(widths) - 1))]
-                     + [line(r, False) for r in rows]) + "\n"
-
-
 def _ms(value):
     return f"{value:.3f}"
 
@@ -168,7 +150,7 @@ def category_table(ours, reference, metric):
         rows.append([label, _ms(a), _ms(b), _signed(a - b), _share(a, total_mine), _share(b, total_theirs)])
     rows.append(["total", _ms(total_mine), _ms(total_theirs), _signed(total_mine - total_theirs),
                  "100.0", "100.0"])
-    return aligned(["category", "ours ms/step", "ref ms/step", "ours-ref ms", "ours %", "ref %"], rows)
+    return aligned_table(["category", "ours ms/step", "ref ms/step", "ours-ref ms", "ours %", "ref %"], rows)
 
 
 def difference_table(ours, reference, kind, metric, top):
@@ -188,7 +170,7 @@ def difference_table(ours, reference, kind, metric, top):
     for _, name, a, b, ca, cb in differences[:top]:
         shown = name if len(name) <= 80 else name[:77] + "..."
         rows.append([shown, category(name), _ms(a), _ms(b), _signed(a - b), f"{ca:g}", f"{cb:g}"])
-    return aligned([kind, "category", "ours ms/step", "ref ms/step", "ours-ref ms",
+    return aligned_table([kind, "category", "ours ms/step", "ref ms/step", "ours-ref ms",
                     "ours calls/step", "ref calls/step"], rows)
 
 

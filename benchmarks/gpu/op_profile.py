@@ -95,8 +95,9 @@ def _is_number(cell):
         return False
 
 
-def aligned_table(headers, rows):
-    """Columns as wide as their widest cell; numbers right-aligned, text left."""
+def aligned_table(headers, rows, strip_lines=False):
+    """Columns as wide as their widest cell; numbers right-aligned, text left.
+    strip_lines drops trailing spaces (the C++ table keeps them)."""
     widths = [max([len(h)] + [len(r[c]) for r in rows]) for c, h in enumerate(headers)]
 
     def line(cells, header):
@@ -105,7 +106,8 @@ def aligned_table(headers, rows):
             right = not header and _is_number(cell)
             last = c + 1 == len(cells)
             parts.append(cell.rjust(widths[c]) if right else (cell if last else cell.ljust(widths[c])))
-        return "  ".join(parts)
+        text = "  ".join(parts)
+        return text.rstrip() if strip_lines else text
 
     out = [line(headers, True), "-" * (sum(widths) + 2 * (len(widths) - 1))]
     out += [line(r, False) for r in rows]
