@@ -15,8 +15,9 @@
 namespace pipet::sim {
 namespace {
 
-// Sub-layers stage 0 must hold for f frozen blocks: the frozen prefix and the
-// first trainable sub-layer after it (Trainer's pinned_sublayers).
+// Sub-layers stage 0 holds for f frozen blocks when the frozen prefix is
+// pinned there: the prefix and the first trainable sub-layer after it
+// (Trainer's pinned_sublayers; RunStepper::pinned says when).
 int pinned_sublayers(int frozen_blocks) {
   return frozen_blocks > 0 ? frozen_sublayer_count(frozen_blocks) + 1 : 0;
 }
@@ -123,9 +124,20 @@ class RunStepper {
     return out;
   }
 
+  // Sub-layers pinned to stage 0 for f frozen blocks, as Trainer decides:
+  // whenever AutoCache may serve the prefix (it replaces the prefix's forward
+  // there), and under AutoPipe (the paper's layout) unless the what-if
+  // autopipe.pin_frozen=false drops that; without AutoPipe and the cache
+  // nothing is pinned, frozen sub-layers stay on their stages.
+  int pinned(int frozen_blocks) const {
+    const bool pin = run_.cache != CacheMode::kOff || (run_.autopipe && run_.pin_frozen);
+    return pin ? pinned_sublayers(frozen_blocks) : 0;
+  }
+
   // Trainer::fixed_ranges: without AutoPipe the starting partition stays,
-  // its boundaries pushed only as far as stage 0's pinned prefix needs; empty
-  // when K differs from K0 or the stages can no longer hold it.
+  // its boundaries pushed only as far as a pinned prefix needs (none with
+  // the cache off: then these are the starting ranges exactly); empty when
+  // K differs from K0 or the stages can no longer hold the pinned prefix.
   std::vector<std::pair<int, int>> fixed_ranges(int stages, int frozen_blocks) const {
     if (static_cast<size_t>(stages) != initial_ranges_.size()) return {};
     const int count = static_cast<int>(profile_.size());
@@ -133,7 +145,7 @@ class RunStepper {
     for (const auto& range : initial_ranges_) begins.push_back(range.first);
     for (size_t s = 1; s < begins.size(); ++s) {
       begins[s] = std::max(begins[s], begins[s - 1] + 1);
-      if (s == 1) begins[s] = std::max(begins[s], pinned_sublayers(frozen_blocks));
+      if (s == 1) begins[s] = std::max(begins[s], pinned(frozen_blocks));
     }
     if (begins.back() >= count) return {};
     std::vector<std::pair<int, int>> ranges;
@@ -142,23 +154,23 @@ class RunStepper {
     return ranges;
   }
 
-  // Trainer::apply_layout: partition with the frozen prefix pinned (or the
-  // fixed ranges without AutoPipe), active replicas, batch, then M.
+  // Trainer::plan_ranges and apply_layout: the fixed ranges without AutoPipe
+  // (while they hold), else the partition with the prefix pinned as
+  // `pinned` says; then active replicas, batch and M.
   void apply_layout(int stages) {
     stages_ = stages;
     const std::vector<double> c = costs(frozen_);
-    plan_ = partition(c, stages, run_.partition, pinned_sublayers(frozen_));
-    if (!run_.autopipe) {
-      const auto fixed = fixed_ranges(stages, frozen_);
-      if (!fixed.empty()) {
-        plan_.clear();
-        for (const auto& [b, e] : fixed) {
-          Stage st;
-          st.begin = b;
-          st.end = e;
-          for (int j = b; j < e; ++j) st.cost += c[j];
-          plan_.push_back(st);
-        }
+    const auto fixed = run_.autopipe ? std::vector<std::pair<int, int>>{} : fixed_ranges(stages, frozen_);
+    if (fixed.empty()) {
+      plan_ = partition(c, stages, run_.partition, pinned(frozen_));
+    } else {
+      plan_.clear();
+      for (const auto& [b, e] : fixed) {
+        Stage st;
+        st.begin = b;
+        st.end = e;
+        for (int j = b; j < e; ++j) st.cost += c[j];
+        plan_.push_back(st);
       }
     }
     if (initial_ranges_.empty()) initial_ranges_ = ranges_of(plan_);
@@ -317,12 +329,14 @@ class RunStepper {
     if (run_.divisor_compression)
       for (int k = 1; k <= world_; ++k)
         if (world_ % k == 0) compression.allowed_stage_counts.push_back(k);
-    const int compressed =
-        compress_stage_count(costs(after), pinned_sublayers(after), stages_, reference_max_, compression).stages;
-    // Without AutoPipe K stays while the starting partition holds the prefix.
+    // Without AutoPipe K stays while the starting partition holds the pinned
+    // prefix (always with the cache off); past that point it compresses.
     const bool keep_stages = !run_.autopipe && !fixed_ranges(stages_, after).empty();
+    const int new_stages =
+        keep_stages ? stages_
+                    : compress_stage_count(costs(after), pinned(after), stages_, reference_max_, compression).stages;
     frozen_ = after;
-    apply_layout(keep_stages ? stages_ : compressed);
+    apply_layout(new_stages);
     t.stages_after = stages_;
     {
       move_costs(old_stages, old_ranges, t);
@@ -473,6 +487,7 @@ RunSpec run_spec_from_json(const nlohmann::json& j, const std::string& where) {
       a.fail(a.key_path("compression"), "must be halve or divisors, got '" + compression + "'");
     r.divisor_compression = compression == "divisors";
     r.tune_micro_batches = a.flag("tune_micro_batches", false);
+    r.pin_frozen = a.flag("pin_frozen", true);
     a.reject_unknown();
   }
   if (root.has("autodp")) {

@@ -1,7 +1,9 @@
 // Stepping a whole run the way the engine does: freeze decisions at epoch
 // boundaries (or every N steps) from freeze/'s FreezePolicy, AutoPipe's
 // compression and partition from autopipe/ (frozen prefix plus one trainable
-// sub-layer pinned to stage 0, as Trainer::apply_layout), the engine's
+// sub-layer pinned to stage 0 under AutoPipe or AutoCache, as
+// Trainer::plan_ranges; without either, frozen sub-layers stay on their
+// stages and run forward only), the engine's
 // micro-batch rule, AutoDP's replica count W / K, AutoCache's on/off/auto
 // policy from autocache/, and transitions; each layout's step time from
 // simulate_step. Switching AutoPipe, AutoDP or AutoCache off gives the
@@ -42,9 +44,16 @@ struct RunSpec {
   int64_t freeze_every_steps = 0;
 
   // autopipe.enabled: compress and repartition at a freeze change; off, K
-  // and the starting partition stay (boundaries move only as far as the
-  // frozen prefix on stage 0 needs) until they cannot hold the prefix.
+  // and the starting partition stay. With autocache.mode off that is all
+  // (frozen sub-layers stay on their stages, nothing moves); with the cache
+  // on or auto the prefix is pinned to stage 0, the boundaries move only as
+  // far as it needs, and K compresses once they cannot hold it.
   bool autopipe = true;
+  // autopipe.pin_frozen, a what-if the engine does not have: false lets
+  // AutoPipe too leave the frozen prefix unpinned (partition and
+  // compression with pinned_prefix 0) when autocache.mode is off. With the
+  // cache on or auto the prefix stays pinned (the cache serves it there).
+  bool pin_frozen = true;
   PartitionMethod partition = PartitionMethod::kOptimal;
   bool measured_cost = false;   // autopipe.cost = measured (else parameters)
   double frozen_cost = 1.0 / 6.0;

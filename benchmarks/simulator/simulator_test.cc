@@ -195,6 +195,19 @@ TEST(SimulatorStep, RowsBucketsInterpolationAndProfileJson) {
             std::string::npos);
 }
 
+// The stage ranges of a partition's description ("[0,4) 12 | [4,7) 9"
+// -> "[0,4) [4,7)"), without the costs, which change as blocks freeze.
+std::string ranges_only(const std::string& partition) {
+  std::string out;
+  size_t at = 0;
+  while ((at = partition.find('[', at)) != std::string::npos) {
+    const size_t close = partition.find(')', at);
+    out += (out.empty() ? "" : " ") + partition.substr(at, close + 1 - at);
+    at = close;
+  }
+  return out;
+}
+
 // ViT-B/16 with 100 classes from FLOPs (the derived profile the projection uses).
 ModelProfile vit_b16_profile() {
   VitShape v;
@@ -279,10 +292,13 @@ TEST(SimulatorRun, PublishedVitB16SequenceTransitionsAndBreakdown) {
   ASSERT_EQ(rows.size(), 6u);
   EXPECT_DOUBLE_EQ(rows[0].speedup, 1.0);
   EXPECT_DOUBLE_EQ(rows[5].published, 2.83);
-  // Freeze only (autopipe.enabled=false): K stays while the starting
-  // boundaries can hold the prefix on stage 0 (f = 9 needs 20 sub-layers
-  // there and 7 more stages: 27 > 26), then the engine compresses anyway.
-  EXPECT_EQ(rows[1].report.stages_by_epoch, (std::vector<int>{8, 8, 8, 2, 2, 1}));
+  // Freeze only (autopipe.enabled=false, no cache): K and the starting
+  // partition stay however many blocks freeze, and nothing moves.
+  EXPECT_EQ(rows[1].report.stages_by_epoch, (std::vector<int>{8, 8, 8, 8, 8, 8}));
+  for (const Segment& s : rows[1].report.segments)
+    EXPECT_EQ(ranges_only(s.partition), ranges_only(rows[1].report.segments[0].partition));
+  ASSERT_EQ(rows[1].report.transitions.size(), 5u);
+  for (const Transition& t : rows[1].report.transitions) EXPECT_EQ(t.bytes_moved, 0.0);
   EXPECT_EQ(rows[2].report.segments.back().replicas, 2);  // no AutoDP: R0 = 2
   EXPECT_GT(rows[4].speedup, rows[2].speedup);            // AutoDP uses the freed ranks
   // Cache hits skip the frozen prefix once the cache is filled.
@@ -303,6 +319,79 @@ TEST(SimulatorRun, PublishedVitB16SequenceTransitionsAndBreakdown) {
     if (t.frozen_before == 0) continue;
     EXPECT_EQ(t.cache_advance_ranks, 2) << "K " << t.stages_after;
   }
+}
+
+TEST(SimulatorRun, FreezeOnlyWithoutCacheLeavesFrozenSubLayersOnTheirStages) {
+  // 3 blocks = 8 sub-layers (forward 1 s, backward 2 s, frozen forward
+  // 0.5 s per row) on 4 stages of 2, 4 micro-batches of 1 row. With 2
+  // blocks frozen ([0, 5)) stages 0 and 1 are frozen through (forward 1 s
+  // each), stage 2 runs sub-layer 4 frozen and 5 trained (forward 1.5 s,
+  // backward 2 s) and sends no gradient back, stage 3 trains (2 s + 4 s).
+  // Stage 3 is the bottleneck: its first forward starts at 1 + 1 + 1.5,
+  // then 4 x (2 + 4) s, then stage 2's last backward: 3.5 + 24 + 2.
+  const ModelProfile p = uniform_profile(3, 1000, 100);
+  for (Schedule schedule : {Schedule::kGpipe, Schedule::kOneFOneB}) {
+    StepLayout l = pipeline(4, 1, 4, schedule, 8);
+    l.frozen_sublayers = 5;
+    const StepReport r = simulate_step(p, dedicated(4), l);
+    EXPECT_NEAR(r.seconds, 29.5, 1e-9) << to_string(schedule);
+    // 3 activation hops and 1 gradient hop (stage 3 -> 2) per micro-batch.
+    EXPECT_DOUBLE_EQ(r.p2p_bytes, 4 * (3 + 1) * 100.0) << to_string(schedule);
+    // 3 frozen: stages 0 to 2 run forwards only (1, 1, 1 s), stage 3
+    // forwards 1.5 s and trains the head (2 s): 3 + 4 x 3.5 = 17 s.
+    l.frozen_sublayers = 7;
+    EXPECT_NEAR(simulate_step(p, dedicated(4), l).seconds, 17.0, 1e-9) << to_string(schedule);
+  }
+  // Two replicas: only the stages that train reduce gradients (sub-layer 5
+  // on stage 2, 6 and 7 on stage 3: 3 x 1000 parameters x 4 bytes).
+  StepLayout two = pipeline(4, 2, 4, Schedule::kGpipe, 8);
+  two.frozen_sublayers = 5;
+  EXPECT_DOUBLE_EQ(simulate_step(p, dedicated(8), two).allreduce_bytes, 12000.0);
+
+  // The run: f = 0, 1, 2, 3 without AutoPipe and the cache. The starting
+  // partition (2 sub-layers a stage) never changes, K stays 4, no state
+  // moves, and the f = 2 epoch steps in the 29.5 s computed above.
+  const nlohmann::json spec = {{"model", "uniform"},
+                               {"train", {{"batch_size", 4}, {"epochs", 4}, {"steps_per_epoch", 2}}},
+                               {"parallel", {{"pipeline_stages", 4}, {"micro_batches", 4}}},
+                               {"freeze", {{"policy", "manual"}, {"manual", {1, 2, 3}}}},
+                               {"autopipe", {{"enabled", false}}}};
+  const RunReport r = simulate_run(p, dedicated(4), run_spec_from_json(spec, "run"));
+  EXPECT_EQ(r.frozen_by_epoch, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(r.stages_by_epoch, (std::vector<int>{4, 4, 4, 4}));
+  ASSERT_EQ(r.segments.size(), 4u);
+  for (const Segment& s : r.segments) EXPECT_EQ(ranges_only(s.partition), "[0,2) [2,4) [4,6) [6,8)") << s.partition;
+  EXPECT_NEAR(r.segments[0].step_seconds, 7 * 6.0, 1e-9);  // (M + K - 1) x (forward + backward)
+  EXPECT_NEAR(r.segments[2].step_seconds, 29.5, 1e-9);
+  EXPECT_NEAR(r.segments[3].step_seconds, 17.0, 1e-9);
+  ASSERT_EQ(r.transitions.size(), 3u);
+  for (const Transition& t : r.transitions) {
+    EXPECT_EQ(t.stages_after, 4);
+    EXPECT_EQ(t.bytes_moved, 0.0);
+    EXPECT_EQ(t.max_rank_bytes, 0.0);
+  }
+
+  // With the cache on the prefix must be on stage 0: at f = 1 (3 frozen
+  // sub-layers plus the next) stage 0 takes [0, 4) and state moves; at
+  // f = 2 four stages can no longer hold [0, 6) plus one sub-layer each.
+  nlohmann::json cached = spec;
+  cached["autocache"] = {{"mode", "on"}};
+  const RunReport c = simulate_run(p, dedicated(4), run_spec_from_json(cached, "run"));
+  EXPECT_EQ(c.segments[1].partition.substr(0, 5), "[0,4)") << c.segments[1].partition;
+  EXPECT_GT(c.transitions[0].bytes_moved, 0.0);
+  EXPECT_LT(c.stages_by_epoch[2], 4);
+
+  // AutoPipe pins the prefix (lambda 1: stage 0 holds [0, 4)); the what-if
+  // autopipe.pin_frozen=false balances the frozen sub-layers like the rest.
+  nlohmann::json pipe = spec;
+  pipe["autopipe"] = {{"enabled", true}, {"frozen_cost", 1.0}};
+  const RunReport pinned = simulate_run(p, dedicated(4), run_spec_from_json(pipe, "run"));
+  EXPECT_EQ(pinned.segments[1].partition.substr(0, 5), "[0,4)") << pinned.segments[1].partition;
+  pipe["autopipe"]["pin_frozen"] = false;
+  const RunReport unpinned = simulate_run(p, dedicated(4), run_spec_from_json(pipe, "run"));
+  EXPECT_EQ(ranges_only(unpinned.segments[1].partition), "[0,2) [2,4) [4,6) [6,8)") << unpinned.segments[1].partition;
+  EXPECT_EQ(unpinned.stages_by_epoch[1], 4);
+  EXPECT_LT(unpinned.segments[1].step_seconds, pinned.segments[1].step_seconds);
 }
 
 TEST(SimulatorRun, CacheAdvanceSplitsOverTheNodesFirstStages) {

@@ -425,6 +425,9 @@ StepReport simulate_step(const ModelProfile& profile, const ClusterSpec& cluster
   for (int rank = 0; rank < W; ++rank) {
     const int p = rank / K, s = rank % K;
     const auto [begin, end] = l.ranges[s];
+    // Frozen sub-layers may sit on any stage but the last: a stage frozen
+    // through has no backward, and one that starts at or below the frozen
+    // boundary has nothing trainable before it to send a gradient to.
     const bool has_backward = end > l.frozen_sublayers;
     const bool previous_has_backward = s > 0 && begin > l.frozen_sublayers;
     const bool cache_here = s == 0 && l.cache_serves;

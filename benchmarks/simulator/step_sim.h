@@ -5,8 +5,11 @@
 //   first stage: input preparation (or the AutoCache read of the frozen
 //     prefix's output, with misses computed and written)
 //   micro-batches in GPipe or 1F1B order: receive activations, forward of
-//     the stage's sub-layers (frozen ones under no-grad), send; receive the
-//     activation gradient, backward of the active sub-layers, send
+//     the stage's sub-layers (frozen ones under no-grad, on whichever stage
+//     holds them), send; receive the activation gradient, backward of the
+//     active sub-layers, send. A stage frozen through only runs forwards
+//     (receives no gradient), and a stage with no trainable sub-layer
+//     before it sends none back (StageExecutor's trains_, previous_trains_)
 //   during the last micro-batch's backward, each gradient bucket's
 //     all-reduce on the stage's data-parallel group is launched as soon as
 //     its sub-layers are done (buckets of whole sub-layers in backward order,
@@ -45,7 +48,7 @@ struct StepLayout {
   int micro_batches = 1;                        // M
   Schedule schedule = Schedule::kGpipe;
   std::vector<std::pair<int, int>> ranges;      // [begin, end) sub-layers per stage
-  int frozen_sublayers = 0;                     // [0, frozen) run forward only, without gradients
+  int frozen_sublayers = 0;                     // [0, frozen) run forward only, without gradients, on any stage
   int64_t global_batch = 1;                     // split evenly over the replicas
   // AutoCache on the first stage (only when the frozen prefix lies there):
   // the share of a batch read from the memory and disk tiers; the rest is
