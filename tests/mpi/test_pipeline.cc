@@ -190,6 +190,23 @@ TEST(PipelineEngine, FrozenSubLayersOnLaterStagesTrainTheSameModel) {
       if (world().rank() == 0) expect_same_run(reference, record, name);
     }
   }
+  // Interrupted after the freeze (stages 0 and 1 frozen through, their
+  // optimizers empty) and resumed: the layout and the weights come back.
+  TrainConfig split = frozen_run("frozen-split", 4, "1f1b");
+  split.checkpoint.dir = dir.path() + "/frozen-checkpoints";
+  split.checkpoint.every_steps = 1;
+  split.checkpoint.every_epochs = 0;
+  {
+    Trainer first(split, &world());
+    EXPECT_TRUE(first.run(RunLimits{3}).interrupted);
+  }
+  const RunRecord resumed = run_layout(world(), split);
+  const RunRecord straight = run_layout(world(), frozen_run("frozen-straight", 4, "1f1b"));
+  if (world().rank() == 0) {
+    ASSERT_EQ(resumed.weights.size(), straight.weights.size());
+    for (const auto& [name, tensor] : straight.weights)
+      EXPECT_TRUE(torch::equal(resumed.weights.at(name), tensor)) << name << " differs after resume";
+  }
 }
 
 TEST(PipelineEngine, ResumeFromPerRankCheckpointsMatchesTheUninterruptedRun) {
