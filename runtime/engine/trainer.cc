@@ -1061,7 +1061,8 @@ void Trainer::decide_freeze(const char* when) {
 
 
 // AutoCache (auto mode) decides for the coming interval at every decision
-// point, from the timings of every rank that served the frozen prefix,
+// point, from the timings of every rank that served the frozen prefix (a
+// probe batch at the first freeze, when nothing has been timed yet),
 // averaged over the world so every serving rank decides alike: a rank that
 // has just become a first stage has no timings of its own and would
 // otherwise compute (and not store) its share for a whole interval. Timings
@@ -1074,6 +1075,18 @@ void Trainer::decide_cache_for_interval() {
   // deepest stand-in depth.
   std::vector<double> sums(7, 0.0);
   if (serving) {
+    if (!std::isfinite(frozen_cache().measurement(depth).frozen_forward_seconds)) {
+      // Nothing timed at any depth yet (the first freeze): one batch of the
+      // frozen prefix now, whose output is stored and read back, gives the
+      // timings, so the first frozen interval need not run uncached. Its
+      // entries are valid (drawn with their view ids) and serve later hits.
+      set_frozen_modes();
+      const int64_t rows = std::min<int64_t>(global_batch_ / active_replicas_, train_data_->size());
+      std::vector<int64_t> probe(static_cast<size_t>(rows));
+      for (int64_t i = 0; i < rows; ++i) probe[static_cast<size_t>(i)] = i;
+      AutocastGuard autocast(device_.type(), autocast_dtype_);
+      frozen_cache().frozen_output(*model_, *train_data_, probe, state_->epoch, depth);
+    }
     const CacheMeasurement m = frozen_cache().measurement(depth);
     if (std::isfinite(m.frozen_forward_seconds) && std::isfinite(m.cache_read_seconds)) {
       const size_t at = m.timed_depth > 0 ? 3 : 0;
