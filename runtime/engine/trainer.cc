@@ -352,6 +352,10 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
     checkpointer_ = std::make_unique<Checkpointer>(rank_dir, config_.checkpoint.keep);
   }
   if (config_.checkpoint.resume != "never") resume_from(config_.checkpoint.resume);
+  // A run resumed with a frozen prefix decides about AutoCache now (a fresh
+  // process has no timings: a probe batch), not only at the next decision
+  // point, which may be an epoch away.
+  if (frozen_blocks_ > 0) decide_cache_for_interval();
 
   int64_t parameters = 0;
   for (const auto& sublayer : model_->sublayers()) parameters += sublayer->parameter_count();
