@@ -256,7 +256,7 @@ Activations StageExecutor::receive_activations(int64_t micro_batch) {
 
 void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, Pending* pending,
                             torch::Tensor* logits) {
-  Activations a = first() ? micro.input : receive_activations(index);
+  Activations a = !first() ? receive_activations(index) : micro.produce_input ? micro.produce_input() : micro.input;
   AutocastGuard autocast(device_.type(), autocast_dtype_);
   const size_t count = end_ - begin_;
   // A cached frozen-prefix output skips the sub-layers it already went through.

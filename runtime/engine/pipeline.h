@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,11 @@ PipelineSchedule parse_pipeline_schedule(const std::string& name);
 struct MicroBatch {
   Activations input;      // first stage: the embedding inputs, or the output of
                           // sub-layers [0, input_depth) when served from AutoCache
+  // First stage, instead of `input`: called right before this micro-batch's
+  // forward. AutoCache serves the frozen prefix this way, so computing one
+  // micro-batch's misses overlaps the later stages' work on the ones before
+  // it instead of delaying the whole schedule.
+  std::function<Activations()> produce_input;
   size_t input_depth = 0; // first stage: the sub-layer `input` is for
   torch::Tensor labels;   // last stage
   double loss_weight = 1; // rows / global batch: the micro-batch's share of the mean loss

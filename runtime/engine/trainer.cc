@@ -1212,25 +1212,38 @@ Batch Trainer::prefetched_batch(const std::vector<int64_t>& indices) {
   return prefetcher_->next();
 }
 
+namespace {
+// Micro-batch m's rows of a batch of `rows`: (m, (first row, row count)),
+// spread as evenly as possible (the first rows % count get one more); at
+// most `rows` micro-batches, at least one.
+std::vector<std::pair<int64_t, std::pair<int64_t, int64_t>>> micro_batch_rows(int64_t rows, int64_t count) {
+  count = std::max<int64_t>(1, std::min(count, rows));
+  std::vector<std::pair<int64_t, std::pair<int64_t, int64_t>>> out;
+  int64_t begin = 0;
+  for (int64_t m = 0; m < count; ++m) {
+    const int64_t length = rows / count + (m < rows % count ? 1 : 0);
+    out.push_back({m, {begin, length}});
+    begin += length;
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::vector<int64_t>& indices,
                                                int64_t epoch, int64_t count, int64_t global_rows,
                                                const Activations* prebuilt) const {
-  const int64_t rows = static_cast<int64_t>(indices.size());
-  count = std::max<int64_t>(1, std::min(count, rows));
-  std::vector<MicroBatch> out(static_cast<size_t>(count));
+  const auto split = micro_batch_rows(static_cast<int64_t>(indices.size()), count);
+  std::vector<MicroBatch> out(split.size());
   Activations inputs;
   if (executor_->first())
     inputs = on_device(prebuilt ? *prebuilt : batch_inputs(data.get_batch(indices, epoch)));
   torch::Tensor labels;
   if (executor_->last()) labels = data.labels(indices).to(device_, /*non_blocking=*/false);
-  int64_t begin = 0;
-  for (int64_t m = 0; m < count; ++m) {
-    // Rows spread as evenly as possible: the first rows % count get one more.
-    const int64_t length = rows / count + (m < rows % count ? 1 : 0);
+  for (const auto& [m, rows] : split) {
+    const auto [begin, length] = rows;
     if (inputs.hidden.defined()) out[m].input = slice_inputs(inputs, begin, length);
     if (labels.defined()) out[m].labels = labels.narrow(0, begin, length);
     out[m].loss_weight = static_cast<double>(length) / static_cast<double>(global_rows);
-    begin += length;
   }
   return out;
 }
@@ -1252,16 +1265,21 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   if (prefetch) loaded = prefetched_batch(indices);
   std::vector<MicroBatch> micro;
   if (cached) {
-    // AutoCache: the frozen prefix's output instead of the raw inputs.
+    // AutoCache: the frozen prefix's output instead of the raw inputs, one
+    // micro-batch at a time as the schedule reaches it (labels and weights
+    // come from micro_batches; no raw inputs are loaded here).
     const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
-    Activations prefix;
-    {
-      // The frozen prefix runs in the precision it runs in without the cache.
-      AutocastGuard autocast(device_.type(), autocast_dtype_);
-      prefix = frozen_cache().frozen_output(*model_, *train_data_, indices, state_->epoch, frozen_end);
+    const Activations none;
+    micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &none);
+    for (const auto& [m, rows] : micro_batch_rows(static_cast<int64_t>(indices.size()), micro_batch_count_)) {
+      std::vector<int64_t> slice(indices.begin() + rows.first, indices.begin() + rows.first + rows.second);
+      micro[static_cast<size_t>(m)].input_depth = frozen_end;
+      micro[static_cast<size_t>(m)].produce_input = [this, frozen_end, slice = std::move(slice)] {
+        // The frozen prefix runs in the precision it runs in without the cache.
+        AutocastGuard autocast(device_.type(), autocast_dtype_);
+        return frozen_cache().frozen_output(*model_, *train_data_, slice, state_->epoch, frozen_end);
+      };
     }
-    micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &prefix);
-    for (MicroBatch& m : micro) m.input_depth = frozen_end;
   } else {
     const Activations inputs = prefetch ? batch_inputs(loaded) : Activations{};
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows,
