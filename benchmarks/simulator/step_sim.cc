@@ -449,28 +449,29 @@ StepReport simulate_step(const ModelProfile& profile, const ClusterSpec& cluster
       op.work = seconds;
       ops.push_back(op);
     };
-    for (int step = 0; step < options.steps; ++step) {
-      if (s == 0) {
-        const double batch = static_cast<double>(pipeline_rows);
-        if (cache_here) {
-          const double entry = static_cast<double>(profile.cache_entry_bytes);
-          const double misses = batch * std::max(0.0, 1.0 - l.cache_memory_hits - l.cache_disk_hits);
-          double seconds = batch * l.cache_memory_hits * entry / cluster.cache_memory_bandwidth +
-                           batch * l.cache_disk_hits * entry / cluster.cache_disk_bandwidth;
-          if (misses > 0) {
-            seconds += misses * profile.input_seconds_per_row / speed;
-            for (int j = 0; j < l.frozen_sublayers; ++j)
-              seconds += profile.sublayers[j].frozen_forward_seconds(misses) / speed;
-            if (l.cache_fills)
-              seconds += misses * entry * cluster.cache_write_factor / cluster.cache_memory_bandwidth;
-          }
-          compute(seconds);
-        } else {
-          compute(batch * profile.input_seconds_per_row / speed);
-        }
+    // The frozen prefix served from AutoCache for `batch` rows: reads of the
+    // hits, and for the misses their inputs, the frozen forward and the write.
+    auto cached_prefix_seconds = [&](double batch) {
+      const double entry = static_cast<double>(profile.cache_entry_bytes);
+      const double misses = batch * std::max(0.0, 1.0 - l.cache_memory_hits - l.cache_disk_hits);
+      double seconds = batch * l.cache_memory_hits * entry / cluster.cache_memory_bandwidth +
+                       batch * l.cache_disk_hits * entry / cluster.cache_disk_bandwidth;
+      if (misses > 0) {
+        seconds += misses * profile.input_seconds_per_row / speed;
+        for (int j = 0; j < l.frozen_sublayers; ++j)
+          seconds += profile.sublayers[j].frozen_forward_seconds(misses) / speed;
+        if (l.cache_fills) seconds += misses * entry * cluster.cache_write_factor / cluster.cache_memory_bandwidth;
       }
+      return seconds;
+    };
+    for (int step = 0; step < options.steps; ++step) {
+      // Without the cache the first stage loads the whole batch up front;
+      // with it, each micro-batch's prefix is served just before its forward
+      // (Trainer::train_step, MicroBatch::produce_input).
+      if (s == 0 && !cache_here) compute(static_cast<double>(pipeline_rows) * profile.input_seconds_per_row / speed);
       auto forward = [&](int m) {
         const double r = static_cast<double>(rows[m]);
+        if (cache_here) compute(cached_prefix_seconds(r));
         if (s > 0) {
           Op op;
           op.kind = Op::kRecv;
