@@ -462,7 +462,7 @@ RunSpec run_spec_from_json(const nlohmann::json& j, const std::string& where) {
     r.ranks = static_cast<int>(p.integer_at_least("ranks", 0, 0));
     r.initial_stages = static_cast<int>(p.integer_at_least("pipeline_stages", 1, 1));
     r.micro_batches = static_cast<int>(p.integer_at_least("micro_batches", 1, 1));
-    r.schedule = schedule_from_string(p.text("schedule", "gpipe"), where + ": parallel.schedule");
+    r.schedule = schedule_from_string(p.text("schedule", "1f1b"), where + ": parallel.schedule");
     r.bucket_bytes = static_cast<int64_t>(p.positive("bucket_mb", 25.0) * 1024.0 * 1024.0);
     p.reject_unknown();
   }

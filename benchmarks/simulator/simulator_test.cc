@@ -353,7 +353,7 @@ TEST(SimulatorRun, FreezeOnlyWithoutCacheLeavesFrozenSubLayersOnTheirStages) {
   // moves, and the f = 2 epoch steps in the 29.5 s computed above.
   const nlohmann::json spec = {{"model", "uniform"},
                                {"train", {{"batch_size", 4}, {"epochs", 4}, {"steps_per_epoch", 2}}},
-                               {"parallel", {{"pipeline_stages", 4}, {"micro_batches", 4}}},
+                               {"parallel", {{"pipeline_stages", 4}, {"micro_batches", 4}, {"schedule", "gpipe"}}},
                                {"freeze", {{"policy", "manual"}, {"manual", {1, 2, 3}}}},
                                {"autopipe", {{"enabled", false}}}};
   const RunReport r = simulate_run(p, dedicated(4), run_spec_from_json(spec, "run"));

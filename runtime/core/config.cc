@@ -312,7 +312,8 @@ std::vector<FieldSpec> build_schema() {
             "Micro-batches per pipeline per step; the per-pipeline batch must divide evenly.")
           .at_least(1),
       field(PIPET_CONFIG_FIELD(parallel, schedule),
-            "Pipeline schedule: gpipe (fill-drain) or 1f1b (activation memory bounded by K).")
+            "Pipeline schedule: 1f1b (at most K micro-batches' activations in flight; the default) "
+            "or gpipe (all forwards, then all backwards: the paper's schedule, M in flight).")
           .one_of({"gpipe", "1f1b"}),
       field(PIPET_CONFIG_FIELD(parallel, bucket_mb), "Gradient all-reduce bucket size in MiB.")
           .greater_than(0),

@@ -119,7 +119,7 @@ struct OutputConfig {
 struct ParallelConfig {
   int64_t pipeline_stages = 1;       // K; must divide the number of ranks
   int64_t micro_batches = 1;         // M per pipeline per step
-  std::string schedule = "gpipe";    // gpipe | 1f1b
+  std::string schedule = "1f1b";     // 1f1b | gpipe
   double bucket_mb = 25.0;           // gradient all-reduce bucket size in MiB
   double comm_timeout_s = 300.0;     // a collective or p2p op slower than this fails the job
 };
