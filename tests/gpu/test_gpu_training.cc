@@ -11,7 +11,6 @@
 #include "runtime/comm/group_factory.h"
 #include "runtime/core/config.h"
 #include "runtime/core/files.h"
-#include "runtime/core/safetensors_torch.h"
 #include "runtime/engine/optimizer.h"
 #include "runtime/engine/trainer.h"
 #include "runtime/model/model.h"
@@ -20,7 +19,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -49,29 +47,8 @@ using pipet::testing::world;
 
 TrainConfig tiny_run(const std::string& out, const std::string& device, int64_t stages,
                      const std::string& schedule) {
-  TrainConfig c;
-  c.model.preset = "vit-tiny";
-  c.model.num_layers = 2;  // 6 sub-layers: enough for 4 stages
-  c.model.hidden_dropout = 0.0;
-  c.model.attention_dropout = 0.0;
-  c.data.dataset = "synthetic-image";
-  c.data.train_samples = 128;
-  c.data.eval_samples = 40;
-  c.train.batch_size = 16;
-  c.train.epochs = 1;
-  c.train.max_steps = 5;
-  c.train.log_every_steps = 1;
-  c.train.optimizer = "sgd";  // see tests/mpi/test_pipeline.cc: AdamW amplifies rounding noise
-  c.train.lr = 0.05;
-  c.train.momentum = 0.9;
-  c.train.grad_clip_norm = 0.5;
-  c.eval.every_epochs = 0;
-  c.runtime.threads = 1;
+  TrainConfig c = pipet::testing::tiny_run(out, stages, /*micro=*/2, schedule);
   c.runtime.device = device;
-  c.output.dir = out;
-  c.parallel.pipeline_stages = stages;
-  c.parallel.micro_batches = 2;
-  c.parallel.schedule = schedule;
   return c;
 }
 
@@ -158,16 +135,8 @@ TEST(GpuTraining, ATransitionOnTheGpuMovesStateWithoutChangingIt) {
     c.model.num_layers = 4;
     c.train.optimizer = "adamw";
     c.train.lr = 2e-3;
-    c.train.max_steps = 8;
     c.parallel.micro_batches = 4;
-    c.checkpoint.dir = dir.path() + "/" + name + "-checkpoints";
-    c.checkpoint.every_steps = 4;
-    c.checkpoint.every_epochs = 0;
-    c.freeze.policy = freeze ? "manual" : "none";
-    c.freeze.manual = freeze ? std::vector<double>{2} : std::vector<double>{};
-    c.freeze.every_steps = freeze ? 4 : 0;
-    c.freeze.warmup_decisions = 0;
-    c.freeze.max_fraction = 1.0;
+    pipet::testing::freeze_two_blocks_at_step_four(c, dir.path() + "/" + name + "-checkpoints", freeze);
     c.autopipe.frozen_cost = 0.0;
     return c;
   };
@@ -180,13 +149,8 @@ TEST(GpuTraining, ATransitionOnTheGpuMovesStateWithoutChangingIt) {
   ASSERT_EQ(transitions.size(), 1u);
   EXPECT_LT(transitions[0].at("stages").get<int>(), 4);
   for (const std::string file : {"model.safetensors", "optimizer.safetensors"}) {
-    std::map<std::string, torch::Tensor> before, after;
-    for (int rank = 0; rank < 4; ++rank) {
-      char part[64];
-      std::snprintf(part, sizeof(part), "/rank-%05d/step-%010d/", rank, 4);
-      for (auto& [key, tensor] : load_safetensors(still.checkpoint.dir + part + file)) before.emplace(key, tensor.clone());
-      for (auto& [key, tensor] : load_safetensors(moved.checkpoint.dir + part + file)) after.emplace(key, tensor.clone());
-    }
+    const auto before = pipet::testing::checkpoint_tensors(still.checkpoint.dir, 4, file);
+    const auto after = pipet::testing::checkpoint_tensors(moved.checkpoint.dir, 4, file);
     ASSERT_FALSE(after.empty()) << file;
     for (const auto& [name, tensor] : after) {
       ASSERT_TRUE(before.count(name)) << file << ": " << name;

@@ -5,12 +5,15 @@
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/core/config.h"
 #include "runtime/core/files.h"
+#include "runtime/core/safetensors_torch.h"
 #include "tests/mpi/mpi_test_env.h"
 #include "tests/support/temp_dir.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
 #include <cstring>
 #include <memory>
 #include <sstream>
@@ -82,6 +85,69 @@ inline TrainConfig vit_tiny_engine_run(const std::string& out) {
   c.parallel.schedule = "1f1b";
   c.autopipe.frozen_cost = 0.0;
   return c;
+}
+
+// The layout-equivalence tests' run (CPU and GPU): vit-tiny with 2 blocks
+// (6 sub-layers: enough for 4 stages), no dropout, 5 SGD steps of 16
+// samples with clipping active, no evaluation, one thread per rank.
+inline TrainConfig tiny_run(const std::string& out, int64_t stages, int64_t micro, const std::string& schedule) {
+  TrainConfig c;
+  c.model.preset = "vit-tiny";
+  c.model.num_layers = 2;  // 6 sub-layers: enough for 4 stages
+  c.model.hidden_dropout = 0.0;
+  c.model.attention_dropout = 0.0;
+  c.data.dataset = "synthetic-image";
+  c.data.train_samples = 128;
+  c.data.eval_samples = 40;  // not a multiple of the replica count
+  c.train.batch_size = 16;
+  c.train.epochs = 1;
+  c.train.max_steps = 5;
+  c.train.log_every_steps = 1;
+  // SGD: AdamW would turn the rounding noise of gradients that are zero in
+  // exact arithmetic (attention key biases: softmax ignores a per-row shift)
+  // into full-size steps whose sign depends on summation order.
+  c.train.optimizer = "sgd";
+  c.train.lr = 0.05;
+  c.train.momentum = 0.9;
+  c.train.grad_clip_norm = 0.5;  // clipping active: the global norm must span the stages
+  c.eval.every_epochs = 0;
+  c.runtime.threads = 1;
+  c.output.dir = out;
+  c.parallel.pipeline_stages = stages;
+  c.parallel.micro_batches = micro;
+  c.parallel.schedule = schedule;
+  return c;
+}
+
+// Every tensor of every world rank's part of checkpoint `step` under `dir`
+// (replicas agree, so the first copy of a name is kept).
+inline std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& dir, int64_t step,
+                                                               const std::string& file) {
+  std::map<std::string, torch::Tensor> out;
+  char name[64];
+  std::snprintf(name, sizeof(name), "step-%010lld", static_cast<long long>(step));
+  for (int rank = 0; rank < world().size(); ++rank) {
+    char rank_dir[32];
+    std::snprintf(rank_dir, sizeof(rank_dir), "rank-%05d", rank);
+    for (auto& [key, tensor] : load_safetensors(dir + "/" + rank_dir + "/" + name + "/" + file))
+      out.emplace(key, tensor.clone());
+  }
+  return out;
+}
+
+// The transition tests' run: 8 steps, checkpoints every 4 into
+// `checkpoint_dir`, and with `freeze` a manual freeze of 2 blocks at step 4
+// (no warm-up, no cap), so the checkpoint of step 4 is written after it.
+inline void freeze_two_blocks_at_step_four(TrainConfig& c, const std::string& checkpoint_dir, bool freeze) {
+  c.train.max_steps = 8;
+  c.checkpoint.dir = checkpoint_dir;
+  c.checkpoint.every_steps = 4;
+  c.checkpoint.every_epochs = 0;
+  c.freeze.policy = freeze ? "manual" : "none";
+  c.freeze.manual = freeze ? std::vector<double>{2} : std::vector<double>{};
+  c.freeze.every_steps = freeze ? 4 : 0;
+  c.freeze.warmup_decisions = 0;
+  c.freeze.max_fraction = 1.0;
 }
 
 }  // namespace pipet::testing

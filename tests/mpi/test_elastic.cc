@@ -10,7 +10,6 @@
 #include "runtime/engine/checkpoint.h"
 #include "runtime/core/config.h"
 #include "runtime/core/files.h"
-#include "runtime/core/safetensors_torch.h"
 #include "runtime/engine/trainer.h"
 #include "runtime/model/model.h"
 #include "tests/support/temp_dir.h"
@@ -47,22 +46,6 @@ TrainConfig elastic_run(const std::string& out) {
 }
 
 
-// Every tensor of every rank's part of checkpoint `step` (replicas agree, so
-// the first copy of a name is kept).
-std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& dir, int64_t step,
-                                                        const std::string& file) {
-  std::map<std::string, torch::Tensor> out;
-  char name[64];
-  std::snprintf(name, sizeof(name), "step-%010lld", static_cast<long long>(step));
-  for (int rank = 0; rank < 4; ++rank) {
-    char rank_dir[32];
-    std::snprintf(rank_dir, sizeof(rank_dir), "rank-%05d", rank);
-    for (auto& [key, tensor] : load_safetensors(dir + "/" + rank_dir + "/" + name + "/" + file))
-      out.emplace(key, tensor.clone());
-  }
-  return out;
-}
-
 TEST(ElasticEngine, ATransitionMovesStateWithoutChangingIt) {
   SharedDir dir;
   // Same 4 steps twice; in the first, a manual freeze at step 4 compresses
@@ -70,16 +53,8 @@ TEST(ElasticEngine, ATransitionMovesStateWithoutChangingIt) {
   auto config = [&](const std::string& name, bool freeze) {
     TrainConfig c = elastic_run(dir.path() + "/" + name);
     c.train.epochs = 1;
-    c.train.max_steps = 8;
     c.eval.every_epochs = 0;
-    c.checkpoint.dir = dir.path() + "/" + name + "-checkpoints";
-    c.checkpoint.every_steps = 4;
-    c.checkpoint.every_epochs = 0;
-    c.freeze.policy = freeze ? "manual" : "none";
-    c.freeze.manual = freeze ? std::vector<double>{2} : std::vector<double>{};
-    c.freeze.every_steps = freeze ? 4 : 0;
-    c.freeze.warmup_decisions = 0;
-    c.freeze.max_fraction = 1.0;
+    pipet::testing::freeze_two_blocks_at_step_four(c, dir.path() + "/" + name + "-checkpoints", freeze);
     return c;
   };
   const TrainConfig moved = config("moved", true);
@@ -93,13 +68,13 @@ TEST(ElasticEngine, ATransitionMovesStateWithoutChangingIt) {
     ASSERT_EQ(transitions.size(), 1u);
     EXPECT_EQ(transitions[0].at("frozen_blocks"), 2);
     EXPECT_LT(transitions[0].at("stages").get<int>(), 4);
-    const auto before_model = checkpoint_tensors(still.checkpoint.dir, 4, "model.safetensors");
-    const auto after_model = checkpoint_tensors(moved.checkpoint.dir, 4, "model.safetensors");
+    const auto before_model = pipet::testing::checkpoint_tensors(still.checkpoint.dir, 4, "model.safetensors");
+    const auto after_model = pipet::testing::checkpoint_tensors(moved.checkpoint.dir, 4, "model.safetensors");
     ASSERT_EQ(after_model.size(), before_model.size()) << "every parameter has one owner after the move";
     for (const auto& [name, tensor] : before_model)
       EXPECT_TRUE(torch::equal(after_model.at(name), tensor)) << name << " changed in the transition";
-    const auto before_state = checkpoint_tensors(still.checkpoint.dir, 4, "optimizer.safetensors");
-    const auto after_state = checkpoint_tensors(moved.checkpoint.dir, 4, "optimizer.safetensors");
+    const auto before_state = pipet::testing::checkpoint_tensors(still.checkpoint.dir, 4, "optimizer.safetensors");
+    const auto after_state = pipet::testing::checkpoint_tensors(moved.checkpoint.dir, 4, "optimizer.safetensors");
     size_t compared = 0;
     for (const auto& [name, tensor] : after_state) {
       ASSERT_TRUE(before_state.count(name)) << name;

@@ -27,37 +27,9 @@ namespace pipet {
 namespace {
 
 using pipet::testing::SharedDir;
+using pipet::testing::tiny_run;
 using pipet::testing::world;
 
-
-TrainConfig tiny_run(const std::string& out, int64_t stages, int64_t micro, const std::string& schedule) {
-  TrainConfig c;
-  c.model.preset = "vit-tiny";
-  c.model.num_layers = 2;  // 6 sub-layers: enough for 4 stages
-  c.model.hidden_dropout = 0.0;
-  c.model.attention_dropout = 0.0;
-  c.data.dataset = "synthetic-image";
-  c.data.train_samples = 128;
-  c.data.eval_samples = 40;  // not a multiple of the replica count
-  c.train.batch_size = 16;
-  c.train.epochs = 1;
-  c.train.max_steps = 5;
-  c.train.log_every_steps = 1;
-  // SGD: AdamW would turn the rounding noise of gradients that are zero in
-  // exact arithmetic (attention key biases: softmax ignores a per-row shift)
-  // into full-size steps whose sign depends on summation order.
-  c.train.optimizer = "sgd";
-  c.train.lr = 0.05;
-  c.train.momentum = 0.9;
-  c.train.grad_clip_norm = 0.5;  // clipping active: the global norm must span the stages
-  c.eval.every_epochs = 0;
-  c.runtime.threads = 1;
-  c.output.dir = out;
-  c.parallel.pipeline_stages = stages;
-  c.parallel.micro_batches = micro;
-  c.parallel.schedule = schedule;
-  return c;
-}
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).norm() / b.norm().clamp_min(1e-12)).item<double>();
