@@ -1075,9 +1075,10 @@ void Trainer::decide_cache_for_interval() {
   if (config_.autocache.mode != "auto") return;
   const size_t depth = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
   const bool serving = serves_frozen_prefix();
-  // [forward, read, count] at this depth, the same for stand-ins, and the
-  // deepest stand-in depth.
-  std::vector<double> sums(7, 0.0);
+  // [forward, read, count] at this depth, then the same for stand-ins from
+  // a shallower one; and the deepest stand-in depth.
+  std::vector<double> sums(6, 0.0);
+  double deepest_stand_in = 0.0;
   if (serving) {
     if (!std::isfinite(frozen_cache().measurement(depth).frozen_forward_seconds)) {
       // Nothing timed at any depth yet (the first freeze): one batch of the
@@ -1097,12 +1098,11 @@ void Trainer::decide_cache_for_interval() {
       sums[at] = m.frozen_forward_seconds;
       sums[at + 1] = m.cache_read_seconds;
       sums[at + 2] = 1.0;
-      sums[6] = static_cast<double>(m.timed_depth);
+      deepest_stand_in = static_cast<double>(m.timed_depth);
     }
   }
   torch::Tensor totals = torch::tensor(sums, torch::kDouble);
-  torch::Tensor deepest = totals.narrow(0, 6, 1).clone();
-  totals = totals.narrow(0, 0, 6).contiguous();
+  torch::Tensor deepest = torch::tensor({deepest_stand_in}, torch::kDouble);
   world_->all_reduce(totals);
   world_->all_reduce(deepest, {ReduceOp::kMax});
   if (!serving) return;
@@ -1213,16 +1213,16 @@ Batch Trainer::prefetched_batch(const std::vector<int64_t>& indices) {
 }
 
 namespace {
-// Micro-batch m's rows of a batch of `rows`: (m, (first row, row count)),
-// spread as evenly as possible (the first rows % count get one more); at
-// most `rows` micro-batches, at least one.
-std::vector<std::pair<int64_t, std::pair<int64_t, int64_t>>> micro_batch_rows(int64_t rows, int64_t count) {
+// Each micro-batch's (first row, row count) in a batch of `rows`, spread as
+// evenly as possible (the first rows % count get one more); at most `rows`
+// micro-batches, at least one.
+std::vector<std::pair<int64_t, int64_t>> micro_batch_rows(int64_t rows, int64_t count) {
   count = std::max<int64_t>(1, std::min(count, rows));
-  std::vector<std::pair<int64_t, std::pair<int64_t, int64_t>>> out;
+  std::vector<std::pair<int64_t, int64_t>> out;
   int64_t begin = 0;
   for (int64_t m = 0; m < count; ++m) {
     const int64_t length = rows / count + (m < rows % count ? 1 : 0);
-    out.push_back({m, {begin, length}});
+    out.emplace_back(begin, length);
     begin += length;
   }
   return out;
@@ -1239,8 +1239,8 @@ std::vector<MicroBatch> Trainer::micro_batches(const Dataset& data, const std::v
     inputs = on_device(prebuilt ? *prebuilt : batch_inputs(data.get_batch(indices, epoch)));
   torch::Tensor labels;
   if (executor_->last()) labels = data.labels(indices).to(device_, /*non_blocking=*/false);
-  for (const auto& [m, rows] : split) {
-    const auto [begin, length] = rows;
+  for (size_t m = 0; m < split.size(); ++m) {
+    const auto [begin, length] = split[m];
     if (inputs.hidden.defined()) out[m].input = slice_inputs(inputs, begin, length);
     if (labels.defined()) out[m].labels = labels.narrow(0, begin, length);
     out[m].loss_weight = static_cast<double>(length) / static_cast<double>(global_rows);
@@ -1271,10 +1271,12 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
     const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
     const Activations none;
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows, &none);
-    for (const auto& [m, rows] : micro_batch_rows(static_cast<int64_t>(indices.size()), micro_batch_count_)) {
-      std::vector<int64_t> slice(indices.begin() + rows.first, indices.begin() + rows.first + rows.second);
-      micro[static_cast<size_t>(m)].input_depth = frozen_end;
-      micro[static_cast<size_t>(m)].produce_input = [this, frozen_end, slice = std::move(slice)] {
+    const auto split = micro_batch_rows(static_cast<int64_t>(indices.size()), micro_batch_count_);
+    for (size_t m = 0; m < split.size(); ++m) {
+      const auto [begin, length] = split[m];
+      std::vector<int64_t> slice(indices.begin() + begin, indices.begin() + begin + length);
+      micro[m].input_depth = frozen_end;
+      micro[m].produce_input = [this, frozen_end, slice = std::move(slice)] {
         // The frozen prefix runs in the precision it runs in without the cache.
         AutocastGuard autocast(device_.type(), autocast_dtype_);
         return frozen_cache().frozen_output(*model_, *train_data_, slice, state_->epoch, frozen_end);
