@@ -4,8 +4,11 @@
 
 #include "pipet/build_config.h"
 #include "runtime/core/errors.h"
+#include "runtime/comm/local_communicator.h"
 #include "runtime/engine/checkpoint.h"
+#include "runtime/engine/pipeline.h"
 #include "runtime/engine/stop_signal.h"
+#include "runtime/engine/task.h"
 #include "runtime/engine/trainer.h"
 #include "runtime/model/model.h"
 #include "tests/support/expect_error.h"
@@ -170,6 +173,24 @@ TEST(Trainer, ResumeRefusesACheckpointOfAnotherModelShapeOrBatch) {
   EXPECT_NE(batch.find("train.batch_size"), std::string::npos) << batch;
   EXPECT_NE(batch.find("global batch of 16"), std::string::npos) << batch;
   EXPECT_NE(batch.find("keep_global_batch"), std::string::npos) << batch;
+}
+
+// The executor runs frozen sub-layers on any stage, forward only, but the
+// last stage computes the loss: one frozen through is refused by name.
+TEST(StageExecutor, ALastStageWithNothingToTrainIsAModelError) {
+  ModelConfig model_config;
+  model_config.preset = "vit-tiny";
+  TransformerModel model(resolve_model_spec(model_config, 10));
+  LocalCommunicator pipeline("pipeline");
+  ClassificationTask task;
+  const size_t count = model.num_sublayers();
+  const std::string message = testing::error_message<ModelError>(
+      [&] { StageExecutor executor(model, 0, count, pipeline, task, std::chrono::seconds(5), count); });
+  EXPECT_NE(message.find("the last stage (0) holds no trainable sub-layer"), std::string::npos) << message;
+  EXPECT_NE(message.find("frozen up to " + std::to_string(count)), std::string::npos) << message;
+  // One trainable sub-layer (the head) is enough.
+  StageExecutor trains_the_head(model, 0, count, pipeline, task, std::chrono::seconds(5), count - 1);
+  EXPECT_EQ(trains_the_head.end(), count);
 }
 
 // bf16 autocast on the CPU (the same code path as on a GPU): forward in
