@@ -175,10 +175,6 @@ CacheKey unpack(uint64_t packed) {
   return key;
 }
 
-// The machine's tag, not just its name: hosts that share disk_dir (a network
-// filesystem) must not share a slot file, and SageMaker's hosts all answer
-// "aws" to gethostname().
-std::string hostname_for_files() { return host_identity().file_tag(); }
 
 // Sizes and offsets of a segment for the given slot counts.
 void plan_layout(Layout& layout) {
@@ -403,7 +399,10 @@ void ActivationCache::Impl::validate_and_plan() {
   name = std::string("/") + kPrefix + job;
   shm_path = std::string(kShmDir) + name;
   if (options.disk_capacity_bytes > 0) {
-    disk_path = (std::filesystem::path(options.disk_dir) / (kPrefix + job + "-" + hostname_for_files() + ".slots")).string();
+    // The machine's tag, not just its name: hosts that share disk_dir (a
+    // network filesystem) must not share a slot file, and SageMaker's hosts
+    // all answer "aws" to gethostname().
+    disk_path = (std::filesystem::path(options.disk_dir) / (kPrefix + job + "-" + host_identity().file_tag() + ".slots")).string();
     if (disk_path.size() >= sizeof(Layout::disk_path)) throw ConfigError(where + "disk_dir path is too long");
   }
 }
@@ -1155,7 +1154,7 @@ size_t remove_stale_caches(const std::string& disk_dir) noexcept {
                    segment_disk_path.empty() ? "" : " and ", segment_disk_path);
     }
     if (!disk_dir.empty()) {
-      const std::string suffix = "-" + hostname_for_files() + ".slots";
+      const std::string suffix = "-" + host_identity().file_tag() + ".slots";
       std::error_code ec;
       for (std::filesystem::directory_iterator it(disk_dir, ec), end; !ec && it != end; it.increment(ec)) {
         const std::string file = it->path().filename().string();

@@ -199,7 +199,6 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
       begin_(begin),
       end_(end),
       first_active_(std::min(std::max(begin, frozen_end), end)),
-      trains_(std::max(begin, frozen_end) < end),
       // Sub-layers [frozen_end, begin) live on earlier stages: they train,
       // so this stage's input needs its gradient sent back.
       previous_trains_(pipeline.rank() > 0 && begin > frozen_end),
@@ -215,7 +214,7 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
                      std::to_string(model.num_sublayers()));
   // A stage frozen through runs forward only; the last one computes the
   // loss, so it must train.
-  if (!trains_ && last())
+  if (!trains() && last())
     throw ModelError("the last stage (" + std::to_string(stage_) + ") holds no trainable sub-layer (frozen up to " +
                      std::to_string(frozen_end) + ", stage ends at " + std::to_string(end) + ")");
 }
@@ -297,7 +296,7 @@ void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, P
 }
 
 void StageExecutor::backward(Pending& pending, int64_t index, GradientBuckets* sync) {
-  if (!trains_) {
+  if (!trains()) {
     // Frozen through: nothing to differentiate and nobody waits for a gradient.
     pending = Pending();
     return;

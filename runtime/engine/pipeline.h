@@ -90,6 +90,8 @@ class StageExecutor {
   int stages() const { return stages_; }
   bool first() const { return stage_ == 0; }
   bool last() const { return stage_ == stages_ - 1; }
+  // Some sub-layer of this stage trains (else it runs forwards only).
+  bool trains() const { return first_active_ < end_; }
   size_t begin() const { return begin_; }
   size_t end() const { return end_; }
 
@@ -126,7 +128,6 @@ class StageExecutor {
   size_t begin_;
   size_t end_;
   size_t first_active_;  // first sub-layer of this stage that trains (end_ when none)
-  bool trains_;          // some sub-layer of this stage trains
   bool previous_trains_; // an earlier stage holds a trainable sub-layer
   Communicator& pipeline_;
   const Task& task_;
