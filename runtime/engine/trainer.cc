@@ -1080,7 +1080,8 @@ void Trainer::decide_cache_for_interval() {
   std::vector<double> sums(6, 0.0);
   double deepest_stand_in = 0.0;
   if (serving) {
-    if (!std::isfinite(frozen_cache().measurement(depth).frozen_forward_seconds)) {
+    CacheMeasurement m = frozen_cache().measurement(depth);
+    if (!std::isfinite(m.frozen_forward_seconds)) {
       // Nothing timed at any depth yet (the first freeze): one batch of the
       // frozen prefix now, whose output is stored and read back, gives the
       // timings, so the first frozen interval need not run uncached. Its
@@ -1091,8 +1092,8 @@ void Trainer::decide_cache_for_interval() {
       for (int64_t i = 0; i < rows; ++i) probe[static_cast<size_t>(i)] = i;
       AutocastGuard autocast(device_.type(), autocast_dtype_);
       frozen_cache().frozen_output(*model_, *train_data_, probe, state_->epoch, depth);
+      m = frozen_cache().measurement(depth);
     }
-    const CacheMeasurement m = frozen_cache().measurement(depth);
     if (std::isfinite(m.frozen_forward_seconds) && std::isfinite(m.cache_read_seconds)) {
       const size_t at = m.timed_depth > 0 ? 3 : 0;
       sums[at] = m.frozen_forward_seconds;
