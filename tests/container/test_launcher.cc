@@ -318,9 +318,15 @@ TEST(SageMakerLauncher, SpotRestartAfterKillResumesToTheSameFinalWeights) {
 // as ssh does.
 std::string write_loopback_agent(const TempDir& dir, const std::map<std::string, std::pair<std::string, std::string>>& hosts) {
   std::string script = "#!/bin/sh\nhost=\"$1\"; shift\ncase \"$host\" in\n";
-  for (const auto& [host, paths] : hosts)
+  // Each fake host also gets its own Open MPI session directory: two orted
+  // daemons of one job on one machine sharing /tmp/ompi.<host>.<uid> hang
+  // mpirun about one start in seven (never seen on real, separate hosts).
+  for (const auto& [host, paths] : hosts) {
+    const std::string session_dir = dir.file("ompi-" + host);
+    fs::create_directories(session_dir);
     script += "  " + host + ") export SAGEMAKER_BASE_DIR='" + paths.first + "' PIPET_SAGEMAKER_RUN_DIR='" +
-              paths.second + "' ;;\n";
+              paths.second + "' OMPI_MCA_orte_tmpdir_base='" + session_dir + "' ;;\n";
+  }
   script += "  *) echo \"ssh: Could not resolve hostname $host: Name or service not known\" >&2; exit 255 ;;\n"
             "esac\nexec /bin/sh -c \"$*\"\n";
   const std::string path = dir.file("loopback-agent.sh");
