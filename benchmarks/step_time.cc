@@ -3,8 +3,11 @@
 // and thread count, side by side in one table.
 //
 // A step is: forward, cross-entropy, backward, global grad-norm clipping,
-// AdamW (no decay for 1-D parameters), zero_grad. ms/step is the median over
-// the timed steps; ratio = ours / pytorch (below 1 means we are faster).
+// AdamW (no decay for 1-D parameters), zero_grad (gradients released). ms/step
+// is the median over the timed steps; ratio = ours / pytorch (below 1 means we
+// are faster). On a GPU a step synchronises once, where the trainer does (the
+// loss and gradient norms read together), unless --breakdown drains the
+// device after each part to time it.
 //
 // Correctness runs alongside: before timing, both sides run --check-steps
 // steps with dropout off from the same initial weights; every step's loss and
@@ -178,13 +181,18 @@ FixedBatch make_batch(const ModelSpec& spec, const StepTimeOptions& o) {
   return batch;
 }
 
-// One training step of our engine, as the trainer runs it.
+// One training step of our engine, as the trainer runs it: the loss and the
+// gradient norms leave the device in one copy after backward (the step's one
+// host synchronisation on a GPU), then clipping and AdamW are queued and the
+// next step starts while they run. With `drain_phases` (CUDA --breakdown) the
+// device is drained at each part's end so the parts can be timed, at some
+// cost to the whole.
 class OurStep {
  public:
   OurStep(TransformerModel& model, Optimizer& optimizer, const FixedBatch& batch, double lr,
-          double clip_norm, torch::Device device, c10::ScalarType autocast_dtype)
+          double clip_norm, torch::Device device, c10::ScalarType autocast_dtype, bool drain_phases)
       : model_(model), optimizer_(optimizer), batch_(batch), lr_(lr), clip_norm_(clip_norm),
-        device_(device), autocast_dtype_(autocast_dtype) {}
+        device_(device), autocast_dtype_(autocast_dtype), drain_phases_(drain_phases && device.is_cuda()) {}
 
   StepValues run(PhaseSamples* phases) {
     const double t0 = now_ms();
@@ -195,17 +203,25 @@ class OurStep {
       const auto logits = model_.forward(batch_.inputs);
       loss = torch::nn::functional::cross_entropy(logits, batch_.labels);
     }
-    StepValues values;
-    values.loss = loss.item<double>();
+    if (drain_phases_) finish();
     const double t1 = now_ms();
     loss.backward();
+    if (drain_phases_) finish();
     const double t2 = now_ms();
-    values.grad_norm = clip_grad_norm(optimizer_.parameters(), clip_norm_);
+    std::vector<torch::Tensor> grads;
+    for (const auto& [name, p] : optimizer_.parameters())
+      if (p.grad().defined()) grads.push_back(p.grad());
+    const torch::Tensor host =
+        torch::cat({loss.detach().to(torch::kDouble).reshape({1}), squared_gradient_norms(grads)})
+            .to(torch::kCPU);
+    StepValues values;
+    values.loss = host[0].item<double>();
+    values.grad_norm = std::sqrt(host.narrow(0, 1, host.numel() - 1).sum().item<double>());
+    clip_gradients(grads, values.grad_norm, clip_norm_);
     const double t3 = now_ms();
     optimizer_.step(lr_);
     optimizer_.zero_grad();
-    // A step is done when the device is: the next one starts from idle.
-    if (device_.is_cuda()) torch::cuda::synchronize();
+    if (drain_phases_) finish();
     const double t4 = now_ms();
     if (phases != nullptr) {
       (*phases)["forward_loss"].push_back(t1 - t0);
@@ -216,6 +232,11 @@ class OurStep {
     return values;
   }
 
+  // Waits for the queued work (the last step's AdamW) to finish.
+  void finish() const {
+    if (device_.is_cuda()) torch::cuda::synchronize();
+  }
+
  private:
   TransformerModel& model_;
   Optimizer& optimizer_;
@@ -224,6 +245,7 @@ class OurStep {
   double clip_norm_;
   torch::Device device_;
   c10::ScalarType autocast_dtype_;
+  bool drain_phases_;
 };
 
 // What one side measured for one (model, threads) row, over all rounds.
@@ -298,7 +320,8 @@ void profile_ours(OurStep& step, const ModelSpec& spec, const StepTimeOptions& o
   {
     OpProfiler profiler(device.is_cuda());
     const double start = now_ms();
-    for (int i = 0; i < o.profile_steps; ++i) step.run(nullptr);  // ends synchronised on CUDA
+    for (int i = 0; i < o.profile_steps; ++i) step.run(nullptr);
+    step.finish();
     wall_ms = now_ms() - start;
     events = profiler.finish(prefix + ".trace.json");
   }
@@ -341,7 +364,7 @@ SideResult time_ours(const ModelSpec& spec, const std::map<std::string, torch::T
   on_device.labels = batch.labels.to(device);
   auto optimizer = make_optimizer(train, model.hf_parameters());
   OurStep step(model, *optimizer, on_device, o.lr, o.clip_norm, device,
-               o.precision == "bf16" ? torch::kBFloat16 : torch::kFloat);
+               o.precision == "bf16" ? torch::kBFloat16 : torch::kFloat, /*drain_phases=*/o.breakdown);
 
   SideResult result;
   model.eval();  // dropout off: the reference computes the same losses
@@ -352,8 +375,11 @@ SideResult time_ours(const ModelSpec& spec, const std::map<std::string, torch::T
   }
   model.train();
   for (int i = 0; i < o.harness.warmup; ++i) step.run(nullptr);
-  result.samples_ms =
-      time_iterations(0, o.harness.iterations, [&] { step.run(&result.phases); }).samples_ms;
+  // On a GPU the parts of an undrained step are only its launch times: they
+  // are kept with --breakdown alone (which drains at each part's end).
+  PhaseSamples* phases = device.is_cuda() && !o.breakdown ? nullptr : &result.phases;
+  result.samples_ms = time_iterations(0, o.harness.iterations, [&] { step.run(phases); }).samples_ms;
+  step.finish();
   if (profile) profile_ours(step, spec, o, threads, device);
   return result;
 }

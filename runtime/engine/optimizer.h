@@ -29,6 +29,11 @@ class Optimizer {
   // One update with learning rate `lr`; parameters without a gradient are
   // skipped (their state does not advance).
   virtual void step(double lr) = 0;
+  // Releases every gradient (torch's zero_grad(set_to_none=True)): the next
+  // backward writes fresh gradients instead of adding into zeroed ones, which
+  // saves a pass that zeroes them and a read-modify-write that accumulates.
+  // A parameter that backward then does not reach has no gradient and its
+  // state does not advance in that step.
   void zero_grad();
 
   // State tensors named "<parameter>/<slot>", e.g. "classifier.weight/exp_avg".
@@ -93,9 +98,16 @@ class SgdMomentum final : public Optimizer {
 
 std::unique_ptr<Optimizer> make_optimizer(const TrainLoopConfig& config, NamedTensors parameters);
 
-// Scales gradients so their global L2 norm is at most `max_norm`; returns the
-// norm before clipping. Non-finite norms are returned as is (the caller
-// decides what to do), gradients are then left untouched.
-double clip_grad_norm(const NamedTensors& parameters, double max_norm);
+// Global gradient-norm clipping in two halves, so that reading the norm can
+// share the step's one copy to the host with the loss:
+// squared_gradient_norms gives each gradient's squared L2 norm as a double
+// tensor on the gradients' device (norms in the gradients' precision from the
+// multi-tensor kernel, a few launches for the whole model on a GPU, squared
+// in double);
+// clip_gradients scales the gradients by max_norm / (norm + 1e-6) when
+// max_norm > 0 and the global `norm` exceeds it, and leaves them untouched
+// otherwise (also for a non-finite norm: the caller decides what that means).
+torch::Tensor squared_gradient_norms(const std::vector<torch::Tensor>& grads);
+void clip_gradients(const std::vector<torch::Tensor>& grads, double norm, double max_norm);
 
 }  // namespace pipet

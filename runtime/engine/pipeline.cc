@@ -335,14 +335,14 @@ void StageExecutor::wait_sends() {
   sends_.clear();
 }
 
-double StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
-                            GradientBuckets* sync) {
+torch::Tensor StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
+                                   GradientBuckets* sync) {
   const auto started = Clock::now();
   wait_seconds_ = 0.0;
   const int64_t count = static_cast<int64_t>(micro_batches.size());
   std::vector<Pending> pending(static_cast<size_t>(count));
-  // Summed on the device in double (the same arithmetic as on the host) and
-  // read once after the schedule: no host synchronisation per micro-batch.
+  // Summed on the device in double (the same arithmetic as on the host); the
+  // caller reads it: no host synchronisation per micro-batch.
   torch::Tensor loss_sum;
   auto run_forward = [&](int64_t m) {
     forward(micro_batches[m], m, /*keep_graph=*/true, &pending[m], nullptr);
@@ -380,7 +380,7 @@ double StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSche
     throw;
   }
   total_seconds_ = seconds_since(started);
-  return loss_sum.defined() ? loss_sum.item<double>() : 0.0;
+  return loss_sum.defined() ? loss_sum.reshape({1}) : loss_sum;
 }
 
 std::vector<torch::Tensor> StageExecutor::forward_only(std::vector<MicroBatch>& micro_batches) {

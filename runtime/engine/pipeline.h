@@ -100,10 +100,12 @@ class StageExecutor {
   void use_autocast(c10::ScalarType dtype) { autocast_dtype_ = dtype; }
 
   // Forward and backward of every micro-batch in `schedule` order. Returns
-  // the sum over micro-batches of (mean loss x rows) on the last stage, 0
-  // elsewhere (non-finite when the loss is). `sync` (optional) receives
+  // the sum over micro-batches of (mean loss x rows) on the last stage, as a
+  // one-element double tensor on the stage's device that the caller reads
+  // (so the read can share the step's one copy to the host); undefined
+  // elsewhere. Non-finite when the loss is. `sync` (optional) receives
   // sub-layer completions during the last micro-batch's backward.
-  double train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
+  torch::Tensor train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
                GradientBuckets* sync);
 
   // Forward only (no autograd); the last stage returns the logits of every

@@ -1288,21 +1288,21 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
     micro = micro_batches(*train_data_, indices, state_->epoch, micro_batch_count_, global_rows,
                           prefetch ? &inputs : nullptr);
   }
-  const double loss_sum = executor_->train(micro, parse_pipeline_schedule(config_.parallel.schedule), buckets_.get());
+  const torch::Tensor loss_sum =
+      executor_->train(micro, parse_pipeline_schedule(config_.parallel.schedule), buckets_.get());
   pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
   pipeline_wait_seconds_ += executor_->last_wait_seconds();
   buckets_->finish(comm_timeout(config_));
   // One pass over this stage's gradients gives the squared norm for the
   // global clip and, per block, the statistics of the freeze rule. Replica 0
   // reports (the replicas hold the same gradients after the all-reduce).
+  // The loss and every sum stay on the device until one copy reads them all
+  // (one host synchronisation per step on a GPU, not one per tensor).
   double squared_norm = 0.0;
   std::vector<double> block_squares(static_cast<size_t>(num_blocks_), 0.0);
+  std::vector<torch::Tensor> grads;
+  std::vector<int64_t> blocks;
   if (groups_->replica() == 0) {
-    // Every sum stays on the device; one copy to the host reads them all
-    // (one synchronisation per step on a GPU, not one per tensor).
-    torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> grads;
-    std::vector<int64_t> blocks;
     for (size_t j = stage_begin_; j < stage_end_; ++j) {
       const int64_t block = model_->sublayer(j).block();
       for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) {
@@ -1311,29 +1311,25 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
         blocks.push_back(block);
       }
     }
-    if (!grads.empty()) {
-      torch::Tensor host;
-      if (device_.is_cuda()) {
-        // fp32 norms from the multi-tensor kernel (a few launches per step),
-        // squared and summed in double on the host.
-        host = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble).pow(2);
-      } else {
-        std::vector<torch::Tensor> squares;
-        for (const torch::Tensor& g : grads) squares.push_back(g.to(torch::kDouble).pow(2).sum());
-        host = torch::stack(squares);
-      }
-      const double* values = host.data_ptr<double>();
-      for (size_t i = 0; i < blocks.size(); ++i) {
-        squared_norm += values[i];
-        if (blocks[i] >= 0) block_squares[blocks[i]] += values[i];
-      }
+  }
+  std::vector<torch::Tensor> on_device_values;
+  if (loss_sum.defined()) on_device_values.push_back(loss_sum);
+  if (!grads.empty()) on_device_values.push_back(squared_gradient_norms(grads));
+  double loss_total = 0.0;
+  if (!on_device_values.empty()) {
+    const torch::Tensor host = torch::cat(on_device_values).to(torch::kCPU);
+    const double* values = host.data_ptr<double>();
+    if (loss_sum.defined()) loss_total = *values++;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      squared_norm += values[i];
+      if (blocks[i] >= 0) block_squares[blocks[i]] += values[i];
     }
   }
   if (grad_tracker_) grad_tracker_->add_step(block_squares);
 
   // One world all-reduce: the loss of every pipeline, the squared gradient
   // norm of every stage and stop requests.
-  torch::Tensor totals = torch::tensor({executor_->last() ? loss_sum : 0.0, squared_norm, stop_wanted ? 1.0 : 0.0},
+  torch::Tensor totals = torch::tensor({loss_total, squared_norm, stop_wanted ? 1.0 : 0.0},
                                        torch::kDouble);
   world_->all_reduce(totals);
   StepResult result;
@@ -1349,15 +1345,10 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
                            ": the gradient norm is " + std::to_string(result.grad_norm) +
                            " (try a lower train.lr or train.grad_clip_norm)");
   }
-  const double max_norm = config_.train.grad_clip_norm;
-  if (max_norm > 0 && result.grad_norm > max_norm) {
-    torch::NoGradGuard no_grad;
-    const double scale = max_norm / (result.grad_norm + 1e-6);
-    std::vector<torch::Tensor> grads;
-    for (const auto& [name, p] : optimizer_->parameters())
-      if (p.grad().defined()) grads.push_back(p.grad());
-    if (!grads.empty()) at::_foreach_mul_(grads, scale);
-  }
+  std::vector<torch::Tensor> all_grads;
+  for (const auto& [name, p] : optimizer_->parameters())
+    if (p.grad().defined()) all_grads.push_back(p.grad());
+  clip_gradients(all_grads, result.grad_norm, config_.train.grad_clip_norm);
   last_lr_ = next_lr();
   optimizer_->step(last_lr_);
   record_tuning_step(seconds_since(step_started), global_rows);

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <map>
+#include <string>
+
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/engine/optimizer.h"
@@ -136,15 +140,47 @@ TEST(Optimizer, LoadStateNamesMissingMisshapedAndUnexpectedSlots) {
   }
 }
 
-TEST(ClipGradNorm, ScalesToMaxNormAndReportsTheOriginal) {
-  torch::Tensor p = torch::zeros({2}).requires_grad_(true);
-  p.mutable_grad() = torch::tensor({3.0f, 4.0f});
-  const double norm = clip_grad_norm({{"p", p}}, 1.0);
-  EXPECT_NEAR(norm, 5.0, 1e-6);
-  EXPECT_NEAR(p.grad().norm().item<double>(), 1.0, 1e-5);
-  p.mutable_grad() = torch::tensor({0.3f, 0.4f});
-  clip_grad_norm({{"p", p}}, 1.0);
-  EXPECT_NEAR(p.grad().norm().item<double>(), 0.5, 1e-6);  // under the bound: untouched
+TEST(GradientClipping, SquaredNormsPerGradientThenScaleToMaxNorm) {
+  torch::Tensor a = torch::tensor({3.0f, 4.0f});
+  torch::Tensor b = torch::tensor({{12.0f}});
+  const torch::Tensor squares = squared_gradient_norms({a, b});
+  ASSERT_EQ(squares.scalar_type(), torch::kDouble);
+  ASSERT_EQ(squares.numel(), 2);
+  EXPECT_DOUBLE_EQ(squares[0].item<double>(), 25.0);
+  EXPECT_DOUBLE_EQ(squares[1].item<double>(), 144.0);
+  clip_gradients({a, b}, 13.0, 1.0);
+  EXPECT_NEAR(torch::cat({a, b.reshape({-1})}).norm().item<double>(), 1.0, 1e-5);
+}
+
+TEST(GradientClipping, UnderTheBoundNonFiniteOrOffLeavesGradientsUntouched) {
+  torch::Tensor g = torch::tensor({0.3f, 0.4f});
+  clip_gradients({g}, 0.5, 1.0);                                        // under the bound
+  clip_gradients({g}, std::numeric_limits<double>::quiet_NaN(), 1.0);  // the caller decides
+  clip_gradients({g}, 0.5, 0.0);                                        // clipping off
+  EXPECT_TRUE(torch::equal(g, torch::tensor({0.3f, 0.4f})));
+  EXPECT_EQ(squared_gradient_norms({}).numel(), 0);
+}
+
+TEST(Optimizer, ZeroGradReleasesGradientsAndAnUntouchedParameterDoesNotAdvance) {
+  torch::Tensor w = torch::ones({2, 2}).requires_grad_(true);
+  torch::Tensor unused = torch::ones({2}).requires_grad_(true);
+  AdamW opt({{"w", w}, {"unused", unused}}, 0.9, 0.999, 1e-8, 0.1);
+  w.sum().backward();
+  unused.mutable_grad() = torch::ones({2});
+  opt.step(0.1);
+  opt.zero_grad();
+  EXPECT_FALSE(w.grad().defined());
+  EXPECT_FALSE(unused.grad().defined());
+  // The next backward writes a fresh gradient (not zeros plus one).
+  w.sum().backward();
+  EXPECT_TRUE(torch::equal(w.grad(), torch::ones({2, 2})));
+  const torch::Tensor unused_before = unused.detach().clone();
+  opt.step(0.1);
+  EXPECT_TRUE(torch::equal(unused, unused_before)) << "no gradient: no update, no decay";
+  std::map<std::string, torch::Tensor> state;
+  for (auto& [name, t] : opt.state()) state[name] = t;
+  EXPECT_EQ(state.at("w/step").item<int64_t>(), 2);
+  EXPECT_EQ(state.at("unused/step").item<int64_t>(), 1);
 }
 
 TEST(MakeOptimizer, RejectsUnknownName) {
