@@ -14,20 +14,14 @@ if [ $# -lt 1 ]; then
 fi
 build_dir=$1
 shift
-source_dir=$(cd "$(dirname "$0")/.." && pwd)
-
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S "$source_dir" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
-fi
-cmake --build "$build_dir" --target bench_comm
-mkdir -p "$build_dir/bench"
+source "$(dirname "$0")/prepare_bench.sh"
+prepare_bench "$build_dir" bench_comm
 mpirun --version | head -n 1
 
 # One intra-op thread per rank: the ranks already share the cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 status=0
 for ranks in ${RANKS:-2 4}; do
-  mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np "$ranks" \
-    "$build_dir/benchmarks/bench_comm" --json "$build_dir/bench/comm_np$ranks.json" "$@" || status=$?
+  bench_mpirun -np "$ranks" "$build_dir/benchmarks/bench_comm" --json "$build_dir/bench/comm_np$ranks.json" "$@" || status=$?
 done
 exit $status

@@ -16,13 +16,8 @@ if [ $# -lt 1 ]; then
 fi
 build_dir=$1
 shift
-source_dir=$(cd "$(dirname "$0")/.." && pwd)
-
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S "$source_dir" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
-fi
-cmake --build "$build_dir" --target bench_pipeline_step
-mkdir -p "$build_dir/bench"
+source "$(dirname "$0")/prepare_bench.sh"
+prepare_bench "$build_dir" bench_pipeline_step
 mpirun --version | head -n 1
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -34,5 +29,4 @@ defaults=()
 case " $* " in *" --stages"*) ;; *) defaults+=(--stages 1,2,4) ;; esac
 case " $* " in *" --micro-batches"*) ;; *) defaults+=(--micro-batches 1,2,4,8) ;; esac
 case " $* " in *" --json"*) ;; *) defaults+=(--json "$build_dir/bench/pipeline_np$ranks$suffix.json") ;; esac
-exec mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np "$ranks" \
-  "$build_dir/benchmarks/bench_pipeline_step" "${defaults[@]}" "$@"
+bench_mpirun -np "$ranks" "$build_dir/benchmarks/bench_pipeline_step" "${defaults[@]}" "$@"

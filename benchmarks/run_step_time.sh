@@ -16,12 +16,8 @@ if [ $# -lt 1 ]; then
 fi
 build_dir=$1
 shift
-source_dir=$(cd "$(dirname "$0")/.." && pwd)
-
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S "$source_dir" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
-fi
-cmake --build "$build_dir" --target bench_step_time
+source "$(dirname "$0")/prepare_bench.sh"
+prepare_bench "$build_dir" bench_step_time
 
 # libgomp's idle workers spin by default and take the cores from OpenBLAS's
 # threads during GEMMs; both sides inherit this (see docs/benchmarks.md).
@@ -31,6 +27,6 @@ defaults=()
 case " $* " in *" --threads"*) ;; *) defaults+=(--threads 1,2) ;; esac
 case " $* " in
   *" --json"*) ;;
-  *) mkdir -p "$build_dir/bench"; defaults+=(--json "$build_dir/bench/step_time.json") ;;
+  *) defaults+=(--json "$build_dir/bench/step_time.json") ;;
 esac
 exec "$build_dir/benchmarks/bench_step_time" "${defaults[@]}" "$@"

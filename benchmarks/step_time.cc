@@ -532,8 +532,9 @@ void print_header(const StepTimeOptions& o, const nlohmann::json& environment,
   std::cout << "\n" << std::flush;
 }
 
-// Initial weights (from the seed) and the batch, in memory for our side and
-// as files for the reference.
+// Initial weights (from the seed) and the batch, in memory for our side and,
+// when the reference runs, as files for it (ViT-B/16's weights alone are
+// 350 MB: not written for a run that times ours only).
 struct ModelInputs {
   std::map<std::string, torch::Tensor> initial;
   FixedBatch batch;
@@ -541,7 +542,7 @@ struct ModelInputs {
 };
 
 ModelInputs prepare_model(const ModelSpec& spec, const StepTimeOptions& o,
-                          const std::string& work_dir) {
+                          const std::string& work_dir, bool write_files) {
   ModelInputs inputs;
   torch::manual_seed(o.seed);
   {
@@ -551,6 +552,7 @@ ModelInputs prepare_model(const ModelSpec& spec, const StepTimeOptions& o,
     }
   }
   inputs.batch = make_batch(spec, o);
+  if (!write_files) return inputs;
   const std::string dir = work_dir + "/" + spec.preset;
   ensure_writable_directory(dir, "--work-dir");
   inputs.files = {dir + "/config.json", dir + "/model.safetensors", dir + "/batch.safetensors"};
@@ -738,7 +740,7 @@ int run(const StepTimeOptions& o) {
   print_header(o, environment, python);
   std::vector<Row> rows;
   for (const auto& spec : specs) {
-    const auto inputs = prepare_model(spec, o, work_dir);
+    const auto inputs = prepare_model(spec, o, work_dir, /*write_files=*/python.available);
     for (int threads : o.threads) rows.push_back(measure_row(spec, inputs, python, o, threads));
   }
   print_results(rows, o, python);
@@ -800,7 +802,8 @@ int main(int argc, char** argv) {
   app.add_flag("--breakdown", options.breakdown,
                "Also print forward/backward/clip/optimizer medians per side");
   app.add_option("--work-dir", options.work_dir,
-                 "Keep the exchanged weights/batch/config here (default: a temp dir, removed)")
+                 "Keep the weights/batch/config exchanged with the PyTorch reference here (written only "
+                 "when it runs; default: a temp dir, removed)")
       ->capture_default_str();
   app.add_option("--log-level", options.log_level, "debug | info | warn | error")
       ->capture_default_str();
