@@ -87,7 +87,10 @@ CostBasis resolve_cost_basis(const std::vector<SubLayerCost>& sublayers, const C
   return CostBasis::kMeasuredTime;  // not reached
 }
 
-std::vector<double> balance_costs(const std::vector<SubLayerCost>& sublayers, const CostModelOptions& options) {
+namespace {
+
+std::vector<double> costs_with(const std::vector<SubLayerCost>& sublayers, const CostModelOptions& options,
+                               FrozenBalance frozen_balance) {
   if (sublayers.empty()) throw ConfigError("cost model: no sub-layers to cost");
   if (!(options.frozen_cost_factor >= 0.0 && options.frozen_cost_factor <= 1.0)) {
     throw ConfigError("cost model: frozen_cost_factor (lambda_frozen) = " + number(options.frozen_cost_factor)
@@ -122,8 +125,28 @@ std::vector<double> balance_costs(const std::vector<SubLayerCost>& sublayers, co
       const double params = static_cast<double>(s.parameters);
       costs[i] = s.frozen ? options.frozen_cost_factor * params : params;
     }
+    if (s.frozen && frozen_balance == FrozenBalance::kForward) {
+      const double forward = basis == CostBasis::kMeasuredTime
+                                 ? *s.forward_seconds
+                                 : kForwardShareOfStep * static_cast<double>(s.parameters);
+      costs[i] = forward * (1.0 - options.served_share);
+    }
   }
   return costs;
+}
+
+}  // namespace
+
+std::vector<double> balance_costs(const std::vector<SubLayerCost>& sublayers, const CostModelOptions& options) {
+  return costs_with(sublayers, options, FrozenBalance::kLambda);
+}
+
+std::vector<double> partition_costs(const std::vector<SubLayerCost>& sublayers, const CostModelOptions& options) {
+  if (!(options.served_share >= 0.0 && options.served_share <= 1.0)) {
+    throw ConfigError("cost model: served_share (the cache's share of the frozen prefix's outputs) = "
+                      + number(options.served_share) + " is outside [0, 1]");
+  }
+  return costs_with(sublayers, options, options.frozen_balance);
 }
 
 }  // namespace pipet

@@ -13,6 +13,13 @@
 //    time alone; with the parameter proxy it costs lambda_frozen (default
 //    1/6, the paper's memory proxy) times its parameter count.
 // Activation bytes are carried for reports; they do not enter the balance.
+//
+// The compression criterion (Eq. 1) always uses these balance costs. The
+// partition may count a frozen sub-layer differently (FrozenBalance::kForward):
+// by the time it adds to its stage's step, its forward pass on the share of
+// samples the cache will not serve. Under 1F1B a stage's step time is about
+// its forward plus backward time per micro-batch, so that is what balances
+// the stages; lambda_frozen stays a memory proxy for compression.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +51,16 @@ enum class CostBasis {
 };
 const char* to_string(CostBasis basis);
 
+// How partition_costs counts a frozen sub-layer.
+enum class FrozenBalance {
+  kLambda,   // as balance_costs (lambda_frozen under the parameter proxy; the paper)
+  kForward,  // its forward pass on the samples the cache does not serve
+};
+
+// Under the parameter proxy, a sub-layer's forward pass as a share of its
+// forward + backward: backward runs two matrix products per forward one.
+constexpr double kForwardShareOfStep = 1.0 / 3.0;
+
 struct CostModelOptions {
   CostBasis basis = CostBasis::kAuto;
   // lambda_frozen: cost of a frozen sub-layer relative to an active one
@@ -51,6 +68,11 @@ struct CostModelOptions {
   // (what the public reference effectively does; right when AutoCache
   // serves the frozen prefix's output).
   double frozen_cost_factor = 1.0 / 6.0;
+  // partition_costs only.
+  FrozenBalance frozen_balance = FrozenBalance::kLambda;
+  // kForward: share of the frozen prefix's outputs the cache will serve in
+  // the coming interval, [0, 1] (0 without a cache).
+  double served_share = 0.0;
 };
 
 // Sub-layers frozen for f frozen blocks: 0 when f = 0, else 1 + 2f (the
@@ -73,5 +95,11 @@ CostBasis resolve_cost_basis(const std::vector<SubLayerCost>& sublayers, const C
 // records: non-empty, parameters >= 0, times finite and >= 0, frozen flags
 // a prefix, lambda in [0, 1]; errors name the sub-layer index and name.
 std::vector<double> balance_costs(const std::vector<SubLayerCost>& sublayers, const CostModelOptions& options);
+
+// The costs the partition balances: balance_costs, except that with
+// FrozenBalance::kForward a frozen sub-layer costs (1 - served_share) times
+// its forward time (measured) or kForwardShareOfStep times its parameter
+// count (proxy). ConfigError also for a served_share outside [0, 1].
+std::vector<double> partition_costs(const std::vector<SubLayerCost>& sublayers, const CostModelOptions& options);
 
 }  // namespace pipet

@@ -26,7 +26,9 @@ Plan make_plan(const PlanInputs& inputs) {
   plan.frozen_sublayers = frozen_prefix_length(inputs.sublayers);
   plan.stages =
       compress_stage_count(costs, plan.frozen_sublayers, inputs.current_stages, reference, inputs.compression).stages;
-  plan.partition = partition(costs, plan.stages, inputs.compression.method, plan.frozen_sublayers);
+  plan.partition =
+      partition(partition_costs(inputs.sublayers, inputs.cost), plan.stages, inputs.compression.method,
+                plan.frozen_sublayers);
 
   const auto batch = inputs.pipeline_batch_by_stages.find(plan.stages);
   if (batch == inputs.pipeline_batch_by_stages.end()) {

@@ -43,8 +43,9 @@ struct PlanInputs {
   MicroBatchTable measured;  // M profiles; the default M is used for a K without any
 };
 
-// K by the compression criterion, the partition of all sub-layers over K
-// stages with the frozen prefix pinned to stage 0, and M (the fastest
+// K by the compression criterion (balance_costs), the partition of all
+// sub-layers over K stages (partition_costs) with the frozen prefix pinned
+// to stage 0, and M (the fastest
 // measured for K, else default_micro_batches). ConfigError for invalid
 // inputs (naming them), including current_stages > initial_stages, a
 // missing pipeline batch for the chosen K, or a measured M that does not

@@ -98,7 +98,10 @@ class RunStepper {
     return std::max<int64_t>(1, samples_ / global_batch_);
   }
 
-  std::vector<double> costs(int frozen_blocks) const {
+  // Trainer::costs_for: the compression criterion's costs, or (for the
+  // partition) the costs that may count the frozen forward on the share of
+  // samples the cache will not serve.
+  std::vector<double> costs(int frozen_blocks, bool for_partition = false) const {
     std::vector<SubLayerCost> records;
     for (const SubLayerProfile& s : profile_.sublayers) {
       SubLayerCost cost;
@@ -115,7 +118,16 @@ class RunStepper {
     CostModelOptions options;
     options.basis = run_.measured_cost ? CostBasis::kMeasuredTime : CostBasis::kParameters;
     options.frozen_cost_factor = run_.frozen_cost;
-    return balance_costs(records, options);
+    if (!for_partition) return balance_costs(records, options);
+    if (partition_counts_frozen_forward()) {
+      options.frozen_balance = FrozenBalance::kForward;
+      options.served_share = served_share_;
+    }
+    return partition_costs(records, options);
+  }
+
+  bool partition_counts_frozen_forward() const {
+    return run_.frozen_balance == "forward" || (run_.frozen_balance == "auto" && run_.schedule == Schedule::kOneFOneB);
   }
 
   std::vector<std::pair<int, int>> ranges_of(const std::vector<Stage>& plan) const {
@@ -159,7 +171,7 @@ class RunStepper {
   // `pinned` says; then active replicas, batch and M.
   void apply_layout(int stages) {
     stages_ = stages;
-    const std::vector<double> c = costs(frozen_);
+    const std::vector<double> c = costs(frozen_, /*for_partition=*/true);
     const auto fixed = run_.autopipe ? std::vector<std::pair<int, int>>{} : fixed_ranges(stages, frozen_);
     if (fixed.empty()) {
       plan_ = partition(c, stages, run_.partition, pinned(frozen_));
@@ -335,6 +347,13 @@ class RunStepper {
     const int new_stages =
         keep_stages ? stages_
                     : compress_stage_count(costs(after), pinned(after), stages_, reference_max_, compression).stages;
+    // Trainer::estimate_cache_served_share: the entries about to be advanced
+    // to the new depth (none at the first freeze); an auto cache that is off
+    // serves none.
+    served_share_ = partition_counts_frozen_forward() && run_.cache != CacheMode::kOff && before > 0 &&
+                            (run_.cache == CacheMode::kOn || cache_enabled_)
+                        ? coverage_
+                        : 0.0;
     frozen_ = after;
     apply_layout(new_stages);
     t.stages_after = stages_;
@@ -407,6 +426,7 @@ class RunStepper {
   MicroBatchTable table_;
   std::vector<int> tuning_queue_;
   bool cache_enabled_ = false;
+  double served_share_ = 0.0;  // the partition's estimate at the last freeze change
   double coverage_ = 0.0;
   double transfer_seconds_ = 0.0;
   std::map<std::string, StepReport> memo_;
@@ -482,6 +502,9 @@ RunSpec run_spec_from_json(const nlohmann::json& j, const std::string& where) {
       a.fail(a.key_path("cost"), "must be parameters or measured, got '" + cost + "'");
     r.measured_cost = cost == "measured";
     r.frozen_cost = a.number("frozen_cost", 1.0 / 6.0);
+    r.frozen_balance = a.text("frozen_balance", "auto");
+    if (r.frozen_balance != "auto" && r.frozen_balance != "lambda" && r.frozen_balance != "forward")
+      a.fail(a.key_path("frozen_balance"), "must be auto, lambda or forward, got '" + r.frozen_balance + "'");
     const std::string compression = a.text("compression", "halve");
     if (compression != "halve" && compression != "divisors")
       a.fail(a.key_path("compression"), "must be halve or divisors, got '" + compression + "'");

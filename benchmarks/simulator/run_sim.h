@@ -57,6 +57,10 @@ struct RunSpec {
   PartitionMethod partition = PartitionMethod::kOptimal;
   bool measured_cost = false;   // autopipe.cost = measured (else parameters)
   double frozen_cost = 1.0 / 6.0;
+  // autopipe.frozen_balance: the partition counts a frozen sub-layer's
+  // forward on the samples the cache will not serve (forward), or as the
+  // compression criterion does (lambda); auto = forward under 1F1B.
+  std::string frozen_balance = "auto";
   bool divisor_compression = false;  // autopipe.compression = divisors
   bool tune_micro_batches = false;
   // autodp.enabled: replicas = ranks / K; off: at most ranks / K0 replicas

@@ -270,7 +270,9 @@ TEST(SimulatorRun, PublishedVitB16SequenceTransitionsAndBreakdown) {
             (std::vector<int>{8, 8, 4, 4, 4, 2}));
 
   // The engine's measured vit-b16 transition (docs/benchmarks.md): f 0 -> 6,
-  // K 4 -> 2, R 1 -> 2 with AdamW moved 732 MiB at 32 px (5 tokens).
+  // K 4 -> 2, R 1 -> 2 with AdamW moved 732 MiB at 32 px (5 tokens), with
+  // the partition at lambda_frozen 0 (it was measured before the partition
+  // counted the frozen forward under 1F1B).
   VitShape small;
   small.name = "vit-b16";
   small.image_size = 32;
@@ -281,7 +283,7 @@ TEST(SimulatorRun, PublishedVitB16SequenceTransitionsAndBreakdown) {
                          {"train", {{"batch_size", 8}, {"epochs", 2}, {"steps_per_epoch", 2}}},
                          {"parallel", {{"pipeline_stages", 4}}},
                          {"freeze", {{"policy", "manual"}, {"manual", {6}}}},
-                         {"autopipe", {{"frozen_cost", 0.0}}}};
+                         {"autopipe", {{"frozen_cost", 0.0}, {"frozen_balance", "lambda"}}}};
   const RunReport moved = simulate_run(derive_vit_profile(small, d, {1}), dedicated(4), run_spec_from_json(move, "run"));
   ASSERT_EQ(moved.transitions.size(), 1u);
   EXPECT_EQ(moved.transitions[0].stages_after, 2);
@@ -424,6 +426,32 @@ TEST(SimulatorRun, CacheAdvanceSplitsOverTheNodesFirstStages) {
             std::string::npos);
 }
 
+TEST(SimulatorRun, UnderOneFOneBThePartitionCountsTheFrozenForwardTheCacheDoesNotServe) {
+  const ModelProfile p = vit_b16_profile();
+  ClusterSpec c = dedicated(8, 8e9, 10e-6);
+  c.nodes = 2;
+  c.inter = {5e9, 20e-6};
+  c.cache_memory_bytes = 1e12;
+  auto run = [&](const std::string& balance) {
+    nlohmann::json spec = vit_run(0.0);
+    spec["parallel"]["schedule"] = "1f1b";
+    spec["autopipe"]["frozen_balance"] = balance;
+    spec["autocache"] = {{"mode", "on"}};
+    return simulate_run(p, c, run_spec_from_json(spec, "run"));
+  };
+  const RunReport counted = run("auto");
+  const RunReport lambda = run("lambda");
+  // K comes from the compression criterion alone: unchanged.
+  EXPECT_EQ(counted.stages_by_epoch, lambda.stages_by_epoch);
+  // Epoch 1 fills the cache (f = 4, K = 8): at lambda 0 stage 0 takes the
+  // frozen forward and two trainable sub-layers; counted, it keeps one, and
+  // the step is faster.
+  EXPECT_EQ(counted.segments[1].cache_hit_rate, 0.0);
+  EXPECT_LT(counted.segments[1].step_seconds, 0.9 * lambda.segments[1].step_seconds)
+      << counted.segments[1].partition << " vs " << lambda.segments[1].partition;
+  EXPECT_LT(counted.total_seconds, lambda.total_seconds);
+}
+
 TEST(SimulatorRun, InputErrorsNameTheKey) {
   const ModelProfile p = vit_b16_profile();
   const ClusterSpec c = dedicated(8);
@@ -436,6 +464,11 @@ TEST(SimulatorRun, InputErrorsNameTheKey) {
   nlohmann::json typo = vit_run(0.0);
   typo["parallel"]["micro_batch"] = 4;
   EXPECT_NE(err(typo).find("run.json: parallel.micro_batch is not a known setting"), std::string::npos) << err(typo);
+  nlohmann::json balance = vit_run(0.0);
+  balance["autopipe"]["frozen_balance"] = "time";
+  EXPECT_NE(err(balance).find("autopipe.frozen_balance must be auto, lambda or forward, got 'time'"),
+            std::string::npos)
+      << err(balance);
   nlohmann::json odd = vit_run(0.0);
   odd["parallel"]["pipeline_stages"] = 3;
   EXPECT_NE(err(odd).find("parallel.pipeline_stages 3 must divide the 8 ranks"), std::string::npos) << err(odd);

@@ -365,10 +365,19 @@ std::vector<FieldSpec> build_schema() {
             "backward time profiled at start-up on one micro-batch, averaged over the ranks).")
           .one_of({"parameters", "measured"}),
       field(PIPET_CONFIG_FIELD(autopipe, frozen_cost),
-            "lambda_frozen: a frozen sub-layer's balance cost relative to an active one "
-            "(parameter-count model).")
+            "lambda_frozen: a frozen sub-layer's cost relative to an active one (parameter-count "
+            "model) in the compression criterion, and in the partition with "
+            "autopipe.frozen_balance=lambda.")
           .at_least(0)
           .at_most(1),
+      field(PIPET_CONFIG_FIELD(autopipe, frozen_balance),
+            "How the partition counts a frozen sub-layer: lambda (autopipe.frozen_cost, as the "
+            "compression criterion always does; the paper), forward (its forward pass on the share "
+            "of samples the cache will not serve: the time it adds to its stage), or auto (forward "
+            "with the 1f1b schedule, where a stage's step is its forward plus backward time; lambda "
+            "with gpipe, where a forward-heavy first stage does not balance backward-heavy later "
+            "ones).")
+          .one_of({"auto", "lambda", "forward"}),
       field(PIPET_CONFIG_FIELD(autopipe, compression),
             "Shorter pipelines tried after a freeze: halve (K/2, the paper) or divisors (every K "
             "dividing the rank count).")

@@ -143,6 +143,10 @@ struct AutoPipeConfig {
   std::string partition = "optimal";  // optimal | greedy (the paper's)
   std::string cost = "parameters";    // parameters (the paper's proxy) | measured (profiled time)
   double frozen_cost = 1.0 / 6.0;     // lambda_frozen: a frozen sub-layer's cost relative to an active one
+  // How the partition counts a frozen sub-layer: lambda (frozen_cost, as the
+  // compression criterion does) | forward (its forward on the samples the
+  // cache will not serve) | auto (forward under 1f1b, lambda under gpipe).
+  std::string frozen_balance = "auto";
   std::string compression = "halve";  // halve (the paper) | divisors (any K dividing the ranks)
   bool tune_micro_batches = false;    // profile candidate M for each new K, keep the fastest
   std::string micro_batch_file = "micro_batches.json";  // measurements kept between runs (in output.dir unless absolute)

@@ -134,7 +134,8 @@ nlohmann::json trainer_state_to_json(const TrainerState& s) {
           {"freeze_window_steps", s.freeze_window_steps},
           {"batch_policy", s.batch_policy},
           {"global_batch", s.global_batch},
-          {"lr_scale", s.lr_scale}};
+          {"lr_scale", s.lr_scale},
+          {"cache_served_share", s.cache_served_share}};
 }
 
 TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
@@ -171,6 +172,13 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
   if (j.contains("batch_policy")) s.batch_policy = required<std::string>(j, "batch_policy", source);
   if (j.contains("global_batch")) s.global_batch = required<int64_t>(j, "global_batch", source);
   if (j.contains("lr_scale")) s.lr_scale = required<double>(j, "lr_scale", source);
+  // Absent before the partition counted the frozen forward: nothing served.
+  if (j.contains("cache_served_share")) {
+    s.cache_served_share = required<double>(j, "cache_served_share", source);
+    if (!(s.cache_served_share >= 0.0 && s.cache_served_share <= 1.0))
+      throw FormatError(source + ": cache_served_share " + std::to_string(s.cache_served_share) +
+                        " is outside [0, 1]");
+  }
   if (s.step < 0 || s.epoch < 0 || s.sampler_position < 0) {
     throw FormatError(source + ": negative step, epoch or sampler_position");
   }

@@ -49,6 +49,10 @@ struct TrainerState {
   std::string batch_policy = "keep_global_batch";
   int64_t global_batch = 0;       // samples per step; 0 = not recorded
   double lr_scale = 1.0;          // multiplier of the scheduled LR
+  // AutoPipe's estimate of the frozen prefix's outputs the cache serves,
+  // which the partition counts (autopipe.frozen_balance): a resume must
+  // rebuild the same stages.
+  double cache_served_share = 0.0;
 };
 
 nlohmann::json trainer_state_to_json(const TrainerState& state);

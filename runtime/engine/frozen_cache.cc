@@ -406,6 +406,11 @@ size_t FrozenPrefixCache::drop_depth(size_t depth) {
   return dropped;
 }
 
+size_t FrozenPrefixCache::entries_at(size_t depth) {
+  check_depth(depth, "FrozenPrefixCache::entries_at");
+  return cache_ ? cache_->keys_at_depth(static_cast<int>(depth)).size() : 0;
+}
+
 CacheMeasurement FrozenPrefixCache::measurement(size_t frozen_end) const {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   // Per-batch timings at `depth` from the open interval and the last closed

@@ -122,6 +122,11 @@ class FrozenPrefixCache {
   // `depth` has returned. ModelError for a depth outside [1, max_frozen_end].
   size_t drop_depth(size_t depth);
 
+  // Entries of the node at `depth` (0 without a cache). Lists the keys: one
+  // pass over the index, meant for decision points, not for every step.
+  // ModelError for a depth outside [1, max_frozen_end].
+  size_t entries_at(size_t depth);
+
   // Whether frozen_output reads from the cache in the current interval.
   bool enabled() const { return enabled_; }
   CacheMode mode() const { return policy_.mode; }

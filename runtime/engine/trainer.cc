@@ -325,7 +325,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world)
     cache_job_id_ = world_->size() > 1 ? broadcast_string(*world_, job_id, 0) : job_id;
   }
   if (config_.autopipe.cost == "measured") profile_sublayer_costs();
-  reference_max_cost_ = reference_max_stage_cost(balance_costs_for(0), groups_->stages(),
+  reference_max_cost_ = reference_max_stage_cost(costs_for(0, CostUse::kCompression), groups_->stages(),
                                                  static_cast<PartitionMethod>(partition_method()));
   apply_layout(groups_->stages(), {});
 
@@ -490,6 +490,7 @@ void Trainer::resume_from(const std::string& path_or_auto) {
                           " frozen blocks; resume it with the same freeze.policy");
       // The layout the parts were written in, before loading them.
       set_frozen_blocks(static_cast<int>(saved.frozen_prefix));
+      cache_served_share_ = saved.cache_served_share;
       apply_layout(static_cast<int>(saved.pipeline_stages), {});
     }
     if (freeze_) {
@@ -577,7 +578,38 @@ void Trainer::resume_from(const std::string& path_or_auto) {
 }
 
 
-std::vector<double> Trainer::balance_costs_for(int frozen_blocks) const {
+bool Trainer::partition_counts_frozen_forward() const {
+  const std::string& balance = config_.autopipe.frozen_balance;
+  return balance == "forward" ||
+         (balance == "auto" && parse_pipeline_schedule(config_.parallel.schedule) == PipelineSchedule::kOneFOneB);
+}
+
+void Trainer::estimate_cache_served_share(int before) {
+  // Every rank takes the same branch (config and f agree everywhere).
+  cache_served_share_ = 0.0;
+  if (!partition_counts_frozen_forward() || cache_job_id_.empty() || before == 0) return;
+  // The node's entries at the old depth, all about to be advanced to the new
+  // one, over the samples x views a first stage draws from; averaged over the
+  // serving ranks (weighting each node by its first stages) so that every
+  // rank plans from the same number. An auto cache that is off serves none.
+  double share = 0.0;
+  double serving = 0.0;
+  if (frozen_cache_ && serves_frozen_prefix()) {
+    serving = 1.0;
+    if (frozen_cache_->mode() == CacheMode::kOn || frozen_cache_->enabled()) {
+      const double drawn = static_cast<double>(train_data_->size()) * static_cast<double>(config_.autocache.views);
+      const double entries =
+          static_cast<double>(frozen_cache_->entries_at(static_cast<size_t>(frozen_sublayer_count(before))));
+      share = drawn > 0 ? std::min(1.0, entries / drawn) : 0.0;
+    }
+  }
+  torch::Tensor sums = torch::tensor({share, serving}, torch::kDouble);
+  world_->all_reduce(sums);
+  const double ranks = sums[1].item<double>();
+  cache_served_share_ = ranks > 0 ? std::clamp(sums[0].item<double>() / ranks, 0.0, 1.0) : 0.0;
+}
+
+std::vector<double> Trainer::costs_for(int frozen_blocks, CostUse use) const {
   std::vector<SubLayerCost> records;
   for (const auto& sublayer : model_->sublayers()) {
     SubLayerCost cost;
@@ -593,7 +625,12 @@ std::vector<double> Trainer::balance_costs_for(int frozen_blocks) const {
   CostModelOptions options;
   options.basis = forward_seconds_.empty() ? CostBasis::kParameters : CostBasis::kMeasuredTime;
   options.frozen_cost_factor = config_.autopipe.frozen_cost;
-  return balance_costs(records, options);
+  if (use == CostUse::kCompression) return balance_costs(records, options);
+  if (partition_counts_frozen_forward()) {
+    options.frozen_balance = FrozenBalance::kForward;
+    options.served_share = cache_served_share_;
+  }
+  return partition_costs(records, options);
 }
 
 void Trainer::profile_sublayer_costs() {
@@ -728,7 +765,7 @@ std::vector<std::pair<size_t, size_t>> Trainer::plan_ranges(int stages, int froz
     std::vector<std::pair<size_t, size_t>> fixed = fixed_ranges(stages, frozen_blocks);
     if (!fixed.empty()) return fixed;
   }
-  return ranges_of(partition(balance_costs_for(frozen_blocks), stages,
+  return ranges_of(partition(costs_for(frozen_blocks, CostUse::kPartition), stages,
                              static_cast<PartitionMethod>(partition_method()), pinned_sublayers(frozen_blocks)));
 }
 
@@ -740,7 +777,7 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
     groups_.reset();
     groups_ = make_groups(stages);
   }
-  const std::vector<Stage> plan = stages_of(plan_ranges(stages, frozen_blocks_), balance_costs_for(frozen_blocks_));
+  const std::vector<Stage> plan = stages_of(plan_ranges(stages, frozen_blocks_), costs_for(frozen_blocks_, CostUse::kPartition));
   const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
   stage_ranges_ = ranges_of(plan);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
@@ -788,6 +825,7 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
     optimizer_->load_state(mine, "the state moved between layouts");
   }
   state_->frozen_prefix = frozen_blocks_;
+  state_->cache_served_share = cache_served_share_;
   state_->pipeline_stages = stages;
   state_->micro_batches = micro_batch_count_;
   if (is_rank0()) {
@@ -980,7 +1018,7 @@ void Trainer::decide_freeze(const char* when) {
   const bool keep_stages = !config_.autopipe.enabled && !fixed_ranges(stages_before, after).empty();
   int new_stages = stages_before;
   if (!keep_stages) {
-    new_stages = compress_stage_count(balance_costs_for(after), pinned_sublayers(after), stages_before,
+    new_stages = compress_stage_count(costs_for(after, CostUse::kCompression), pinned_sublayers(after), stages_before,
                                       reference_max_cost_, compression)
                      .stages;
     if (!config_.autopipe.enabled && is_rank0())
@@ -988,6 +1026,11 @@ void Trainer::decide_freeze(const char* when) {
                    "and a sub-layer on every other stage: compressing to {} stages",
                    stages_before, after, new_stages);
   }
+  estimate_cache_served_share(before);
+  if (partition_counts_frozen_forward() && is_rank0())
+    spdlog::info("[autopipe] the partition counts the frozen prefix's forward on {:.0f}% of the samples "
+                 "(the cache is estimated to serve the rest)",
+                 100.0 * (1.0 - cache_served_share_));
   OwnershipLayout new_layout{new_stages, plan_ranges(new_stages, after),
                              static_cast<size_t>(frozen_sublayer_count(after))};
   std::map<std::string, torch::Tensor> moved;
@@ -1052,6 +1095,8 @@ void Trainer::decide_freeze(const char* when) {
                                 {"stages", static_cast<int64_t>(groups_->stages())},
                                 {"replicas", static_cast<int64_t>(active_replicas_)},
                                 {"micro_batches", micro_batch_count_},
+                                {"first_stage_sublayers", static_cast<int64_t>(stage_ranges_.at(0).second)},
+                                {"cache_served_share", cache_served_share_},
                                 {"global_batch", global_batch_},
                                 {"lr_scale", lr_scale_},
                                 {"seconds", seconds},

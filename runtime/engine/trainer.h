@@ -111,7 +111,14 @@ class Trainer {
   std::string save_checkpoint();
   void gather_model_to_rank0();
   // Elastic pipelining (freeze -> AutoPipe -> AutoDP).
-  std::vector<double> balance_costs_for(int frozen_blocks) const;
+  // Sub-layer costs for f frozen blocks, for the compression criterion or
+  // for the partition (which may count the frozen forward:
+  // autopipe.frozen_balance).
+  enum class CostUse { kCompression, kPartition };
+  std::vector<double> costs_for(int frozen_blocks, CostUse use) const;
+  bool partition_counts_frozen_forward() const;
+  // Collective: cache_served_share_ for a change from `before` frozen blocks.
+  void estimate_cache_served_share(int before);
   int partition_method() const;  // PartitionMethod, as int to keep autopipe out of this header
   std::vector<std::pair<size_t, size_t>> plan_ranges(int stages, int frozen_blocks) const;
   void set_frozen_blocks(int frozen_blocks);
@@ -186,6 +193,7 @@ class Trainer {
   int num_blocks_ = 0;
   int frozen_blocks_ = 0;
   double reference_max_cost_ = 0.0;
+  double cache_served_share_ = 0.0;  // the partition's estimate (autopipe.frozen_balance forward)
   std::vector<double> forward_seconds_;   // per sub-layer, when profiled
   std::vector<double> backward_seconds_;
   int64_t fault_step_ = -1;

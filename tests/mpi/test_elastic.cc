@@ -216,6 +216,19 @@ TEST(ElasticEngine, AutoCacheServesTheFrozenPrefixWithTheSameTraining) {
     EXPECT_EQ(advances[0].at("entries"), 1024) << advances[0].dump();
     EXPECT_EQ(advances[0].at("dropped"), 0) << advances[0].dump();
     EXPECT_TRUE(metrics_events(dir.path() + "/computed/metrics.jsonl", "cache_advance").empty());
+    // Under 1F1B the partition counts the frozen prefix's forward on the
+    // samples the cache will not serve: all of them at the first freeze
+    // (nothing cached yet), none after the fill epoch (every sample cached);
+    // without the cache, all of them at every change.
+    auto served = [&](const std::string& name) {
+      std::vector<double> shares;
+      for (const auto& t : metrics_events(dir.path() + "/" + name + "/metrics.jsonl", "transition"))
+        shares.push_back(t.at("cache_served_share").get<double>());
+      return shares;
+    };
+    EXPECT_EQ(served("cached"), (std::vector<double>{0.0, 1.0}));
+    EXPECT_EQ(served("auto"), (std::vector<double>{0.0, 1.0}));
+    EXPECT_EQ(served("computed"), (std::vector<double>{0.0, 0.0}));
   }
   world().barrier();
   int leftovers = 0;

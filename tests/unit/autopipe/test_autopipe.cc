@@ -227,6 +227,36 @@ TEST(MicroBatches, CandidatesDefaultsAndMeasuredChoice) {
   EXPECT_TRUE(contains(error_message<ConfigError>([] { default_micro_batches(2, 0); }), "per-pipeline batch 0"));
 }
 
+TEST(CostModel, PartitionCostsCountTheFrozenForwardNotServedFromTheCache) {
+  std::vector<SubLayerCost> s = {sub("embedding", 600), sub("block0.attention", 1200), sub("block0.mlp", 2400),
+                                 sub("head", 60)};
+  s = with_frozen_blocks(s, 1);
+  CostModelOptions o;
+  o.basis = CostBasis::kParameters;
+  o.frozen_cost_factor = 0.0;
+  // kLambda (the default): the balance costs themselves.
+  EXPECT_EQ(partition_costs(s, o), balance_costs(s, o));
+  EXPECT_EQ(balance_costs(s, o), (std::vector<double>{0.0, 0.0, 0.0, 60.0}));
+  o.frozen_balance = FrozenBalance::kForward;
+  EXPECT_EQ(partition_costs(s, o), (std::vector<double>{200.0, 400.0, 800.0, 60.0}));
+  EXPECT_EQ(balance_costs(s, o), (std::vector<double>{0.0, 0.0, 0.0, 60.0})) << "compression ignores it";
+  o.served_share = 0.75;
+  EXPECT_EQ(partition_costs(s, o), (std::vector<double>{50.0, 100.0, 200.0, 60.0}));
+  // Measured: the forward time alone, scaled the same way.
+  for (SubLayerCost& c : s) {
+    c.forward_seconds = 0.001 * static_cast<double>(c.parameters);
+    c.backward_seconds = 0.002 * static_cast<double>(c.parameters);
+  }
+  o.basis = CostBasis::kMeasuredTime;
+  const std::vector<double> measured = partition_costs(s, o);
+  EXPECT_DOUBLE_EQ(measured[1], 0.25 * 1.2);
+  EXPECT_DOUBLE_EQ(measured[3], 0.06 + 0.12);
+  for (double bad : {-0.1, 1.5, std::nan("")}) {
+    o.served_share = bad;
+    EXPECT_TRUE(contains(error_message<ConfigError>([&] { partition_costs(s, o); }), "served_share"));
+  }
+}
+
 TEST(Plan, PureFunctionOfItsInputs) {
   PlanInputs in;
   in.sublayers = with_frozen_blocks(vit_b16(), 7);
@@ -253,6 +283,19 @@ TEST(Plan, PureFunctionOfItsInputs) {
   expected.micro_batches = 4;
   EXPECT_EQ(make_plan(tuned), expected);
   EXPECT_NE(make_plan(tuned), plan);
+
+  // Counting the frozen forward moves the partition, never K: f = 7 frozen
+  // blocks' forward (15 sub-layers at 1/3 of their parameters, 16.8 M)
+  // outweighs any other stage, so stage 0 keeps the pinned prefix alone.
+  PlanInputs forward = in;
+  forward.cost.frozen_balance = FrozenBalance::kForward;
+  const Plan counted = make_plan(forward);
+  EXPECT_EQ(counted.stages, 4) << "compression still uses lambda_frozen = 0";
+  EXPECT_EQ(counted.partition[0].end, 15) << describe(counted);
+  EXPECT_LT(max_stage_cost(std::vector<Stage>(counted.partition.begin() + 1, counted.partition.end())), 1.5e7);
+  // Fully served from the cache, the prefix costs nothing again.
+  forward.cost.served_share = 1.0;
+  EXPECT_EQ(make_plan(forward).partition, plan.partition);
 
   // Errors.
   PlanInputs bad = in;

@@ -19,6 +19,7 @@ CheckpointData sample_data(int64_t step) {
   data.state.samples_seen = 1000;
   data.state.has_best = true;
   data.state.best_metric = 0.75;
+  data.state.cache_served_share = 0.375;
   data.model_config = {{"model_type", "vit"}, {"hidden_size", 8}};
   data.train_config = {{"train", {{"lr", 0.001}}}};
   data.optimizer_name = "adamw";
@@ -39,6 +40,7 @@ TEST(Checkpointer, SaveThenLoadReturnsEveryPart) {
   EXPECT_EQ(loaded.state.sampler_position, 64);
   EXPECT_TRUE(loaded.state.has_best);
   EXPECT_DOUBLE_EQ(loaded.state.best_metric, 0.75);
+  EXPECT_DOUBLE_EQ(loaded.state.cache_served_share, 0.375);
   EXPECT_EQ(loaded.model_config.at("hidden_size"), 8);
   EXPECT_EQ(loaded.optimizer_name, "adamw");
   EXPECT_TRUE(torch::equal(loaded.model.at("classifier.weight"), sample_data(7).model[0].second));
@@ -100,6 +102,24 @@ TEST(Checkpointer, MissingTrainerFieldIsAFormatErrorNamingIt) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("'epoch'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("trainer_state.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpointer, CacheServedShareOutsideZeroToOneIsAFormatError) {
+  testing::TempDir dir;
+  Checkpointer checkpointer(dir.path(), 1);
+  const std::string path = checkpointer.save(sample_data(3));
+  testing::write_text(path + "/trainer_state.json",
+                      R"({"format": "pipetransformer-checkpoint", "version": 1, "optimizer": "adamw",
+                          "trainer": {"step": 3, "epoch": 0, "sampler_position": 0, "samples_seen": 0,
+                                      "elapsed_seconds": 0, "has_best": false, "best_metric": 0,
+                                      "evals_without_improvement": 0, "frozen_prefix": 0, "pipeline_stages": 1,
+                                      "micro_batches": 1, "cache_served_share": 1.5}})");
+  try {
+    Checkpointer::load(path);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("cache_served_share"), std::string::npos) << e.what();
   }
 }
 
