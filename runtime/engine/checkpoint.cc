@@ -176,7 +176,7 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
   if (j.contains("cache_served_share")) {
     s.cache_served_share = required<double>(j, "cache_served_share", source);
     if (!(s.cache_served_share >= 0.0 && s.cache_served_share <= 1.0))
-      throw FormatError(source + ": cache_served_share " + std::to_string(s.cache_served_share) +
+      throw FormatError(source + ": cache_served_share " + j.at("cache_served_share").dump() +
                         " is outside [0, 1]");
   }
   if (s.step < 0 || s.epoch < 0 || s.sampler_position < 0) {
