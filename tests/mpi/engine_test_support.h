@@ -135,6 +135,26 @@ inline std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string
   return out;
 }
 
+// Removes every rank's checkpoint of each step in `steps` under `dir` (and
+// its manifest), so a resume with checkpoint.resume=auto starts from an
+// earlier one. Collective: rank 0 removes between two barriers.
+inline void remove_checkpoints(const std::string& dir, const std::vector<int64_t>& steps) {
+  world().barrier();
+  if (world().rank() == 0) {
+    for (int64_t step : steps) {
+      char name[32];
+      std::snprintf(name, sizeof(name), "step-%010lld", static_cast<long long>(step));
+      std::remove((dir + "/manifest-" + name + ".json").c_str());
+      for (int rank = 0; rank < world().size(); ++rank) {
+        char rank_dir[32];
+        std::snprintf(rank_dir, sizeof(rank_dir), "/rank-%05d/", rank);
+        remove_tree(dir + rank_dir + name);
+      }
+    }
+  }
+  world().barrier();
+}
+
 // The transition tests' run: 8 steps, checkpoints every 4 into
 // `checkpoint_dir`, and with `freeze` a manual freeze of 2 blocks at step 4
 // (no warm-up, no cap), so the checkpoint of step 4 is written after it.

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -129,18 +130,7 @@ TEST(ElasticEngine, FreezingCompressesThePipelineLearnsAsWellAndResumes) {
   resumed.train.epochs = 5;
   {
     // Drop the checkpoints after step 64 (epoch 2).
-    world().barrier();
-    if (world().rank() == 0) {
-      for (const char* step : {"0000000096", "0000000128", "0000000160"}) {
-        std::filesystem::remove(frozen.checkpoint.dir + "/manifest-step-" + step + ".json");
-        for (int rank = 0; rank < 4; ++rank) {
-          char rank_dir[64];
-          std::snprintf(rank_dir, sizeof(rank_dir), "/rank-%05d/step-%s", rank, step);
-          remove_tree(frozen.checkpoint.dir + rank_dir);
-        }
-      }
-    }
-    world().barrier();
+    pipet::testing::remove_checkpoints(frozen.checkpoint.dir, {96, 128, 160});
     Trainer trainer(resumed, &world());
     EXPECT_EQ(trainer.state().step, 64);
     EXPECT_EQ(trainer.state().frozen_prefix, 2);
@@ -151,6 +141,65 @@ TEST(ElasticEngine, FreezingCompressesThePipelineLearnsAsWellAndResumes) {
     EXPECT_DOUBLE_EQ(result.eval->metric("accuracy"), accuracy_frozen)
         << "the resumed run must end where the uninterrupted one ended";
   }
+}
+
+TEST(ElasticEngine, AResumeRebuildsTheStagesThePartitionChoseFromTheCache) {
+  // vit-small (12 blocks, 26 sub-layers) at 32 px keeps K = 4 while 2, 4 and
+  // 6 blocks freeze after epochs 1-3 (lambda 1/6). Under 1F1B the partition
+  // counts the frozen forward on the samples the cache will not serve: all
+  // of them at the first freeze, none at the later ones (epoch 2 cached
+  // every sample), so stage 0 grows once the prefix is served.
+  SharedDir dir;
+  TrainConfig c = pipet::testing::vit_tiny_engine_run(dir.path() + "/run");
+  c.model.preset = "vit-small";
+  c.model.image_size = 32;
+  c.model.patch_size = 8;
+  c.data.train_samples = 128;
+  c.data.eval_samples = 0;
+  c.data.augment = false;
+  c.train.epochs = 4;
+  c.eval.every_epochs = 0;
+  c.freeze.policy = "manual";
+  c.freeze.manual = {2, 4, 6};
+  c.autopipe.frozen_cost = 1.0 / 6.0;
+  c.autocache.mode = "on";
+  c.autocache.shm_mb = 64;
+  c.checkpoint.dir = dir.path() + "/checkpoints";
+  c.checkpoint.every_epochs = 1;
+  c.checkpoint.keep = 5;
+  TrainResult uninterrupted;
+  {
+    Trainer trainer(c, &world());
+    uninterrupted = trainer.run();
+  }
+  // Every rank reads the transitions (rank 0 wrote them; the directory is shared).
+  std::vector<double> served;
+  std::vector<int64_t> first_stage;
+  for (const auto& t : metrics_events(c.output.dir + "/metrics.jsonl", "transition")) {
+    served.push_back(t.at("cache_served_share").get<double>());
+    first_stage.push_back(t.at("first_stage_sublayers").get<int64_t>());
+    EXPECT_EQ(t.at("stages"), 4) << t.dump();
+  }
+  ASSERT_EQ(served, (std::vector<double>{0.0, 1.0, 1.0}));
+  // Stage 0's extent [0, n): counting the frozen forward it stays small while
+  // the prefix runs (8 at 2 blocks, against 10 with lambda costs), and takes
+  // more once the cache serves it (13 and 16 at 4 and 6 blocks, against 11
+  // and 14 with lambda costs).
+  EXPECT_EQ(first_stage, (std::vector<int64_t>{8, 13, 16}));
+  // Resume from epoch 2's checkpoint (after the change to 4 blocks): the
+  // saved share rebuilds the same stages, although this run's cache is empty.
+  pipet::testing::remove_checkpoints(c.checkpoint.dir, {12, 16});
+  TrainConfig resumed = c;
+  resumed.output.dir = dir.path() + "/resumed";
+  Trainer trainer(resumed, &world());
+  EXPECT_EQ(trainer.state().step, 8);
+  EXPECT_DOUBLE_EQ(trainer.state().cache_served_share, 1.0);
+  if (trainer.groups().stage() == 0)
+    EXPECT_EQ(trainer.stage_range().second, static_cast<size_t>(first_stage[1]));
+  const TrainResult result = trainer.run();
+  // The resumed run recomputes the prefix its cache lacks (equal to the
+  // cached values up to BLAS rounding of the batch, about 1 ulp).
+  EXPECT_NEAR(result.train_loss, uninterrupted.train_loss, 1e-4 * std::abs(uninterrupted.train_loss) + 1e-7);
 }
 
 TEST(ElasticEngine, AutoCacheServesTheFrozenPrefixWithTheSameTraining) {
