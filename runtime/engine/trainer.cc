@@ -777,7 +777,8 @@ void Trainer::apply_layout(int stages, const std::map<std::string, torch::Tensor
     groups_.reset();
     groups_ = make_groups(stages);
   }
-  const std::vector<Stage> plan = stages_of(plan_ranges(stages, frozen_blocks_), costs_for(frozen_blocks_, CostUse::kPartition));
+  const std::vector<Stage> plan =
+      stages_of(plan_ranges(stages, frozen_blocks_), costs_for(frozen_blocks_, CostUse::kPartition));
   const size_t frozen_end = static_cast<size_t>(frozen_sublayer_count(frozen_blocks_));
   stage_ranges_ = ranges_of(plan);
   std::tie(stage_begin_, stage_end_) = stage_ranges_.at(groups_->stage());
@@ -1018,8 +1019,8 @@ void Trainer::decide_freeze(const char* when) {
   const bool keep_stages = !config_.autopipe.enabled && !fixed_ranges(stages_before, after).empty();
   int new_stages = stages_before;
   if (!keep_stages) {
-    new_stages = compress_stage_count(costs_for(after, CostUse::kCompression), pinned_sublayers(after), stages_before,
-                                      reference_max_cost_, compression)
+    new_stages = compress_stage_count(costs_for(after, CostUse::kCompression), pinned_sublayers(after),
+                                      stages_before, reference_max_cost_, compression)
                      .stages;
     if (!config_.autopipe.enabled && is_rank0())
       spdlog::warn("[autopipe] autopipe.enabled=false, but {} stages cannot hold {} frozen blocks on stage 0 "
