@@ -1339,34 +1339,34 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
   pipeline_seconds_ += executor_->last_busy_seconds() + executor_->last_wait_seconds();
   pipeline_wait_seconds_ += executor_->last_wait_seconds();
   buckets_->finish(comm_timeout(config_));
-  // One pass over this stage's gradients gives the squared norm for the
-  // global clip and, per block, the statistics of the freeze rule. Replica 0
-  // reports (the replicas hold the same gradients after the all-reduce).
+  // This stage's gradients (the trainable parameters backward reached): one
+  // pass over them gives the squared norm for the global clip and, per block,
+  // the statistics of the freeze rule. Replica 0 reports (the replicas hold
+  // the same gradients after the all-reduce); every replica clips them.
   // The loss and every sum stay on the device until one copy reads them all
   // (one host synchronisation per step on a GPU, not one per tensor).
   double squared_norm = 0.0;
   std::vector<double> block_squares(static_cast<size_t>(num_blocks_), 0.0);
   std::vector<torch::Tensor> grads;
   std::vector<int64_t> blocks;
-  if (groups_->replica() == 0) {
-    for (size_t j = stage_begin_; j < stage_end_; ++j) {
-      const int64_t block = model_->sublayer(j).block();
-      for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) {
-        if (!p.grad().defined()) continue;
-        grads.push_back(p.grad());
-        blocks.push_back(block);
-      }
+  for (size_t j = stage_begin_; j < stage_end_; ++j) {
+    const int64_t block = model_->sublayer(j).block();
+    for (const auto& [name, p] : model_->sublayer(j).hf_parameters()) {
+      if (!p.grad().defined()) continue;
+      grads.push_back(p.grad());
+      blocks.push_back(block);
     }
   }
+  const bool reports = groups_->replica() == 0;
   std::vector<torch::Tensor> on_device_values;
   if (loss_sum.defined()) on_device_values.push_back(loss_sum);
-  if (!grads.empty()) on_device_values.push_back(squared_gradient_norms(grads));
+  if (reports && !grads.empty()) on_device_values.push_back(squared_gradient_norms(grads));
   double loss_total = 0.0;
   if (!on_device_values.empty()) {
     const torch::Tensor host = torch::cat(on_device_values).to(torch::kCPU);
     const double* values = host.data_ptr<double>();
     if (loss_sum.defined()) loss_total = *values++;
-    for (size_t i = 0; i < blocks.size(); ++i) {
+    for (size_t i = 0; reports && i < blocks.size(); ++i) {
       squared_norm += values[i];
       if (blocks[i] >= 0) block_squares[blocks[i]] += values[i];
     }
@@ -1391,10 +1391,7 @@ Trainer::StepResult Trainer::train_step(const std::vector<int64_t>& global_indic
                            ": the gradient norm is " + std::to_string(result.grad_norm) +
                            " (try a lower train.lr or train.grad_clip_norm)");
   }
-  std::vector<torch::Tensor> all_grads;
-  for (const auto& [name, p] : optimizer_->parameters())
-    if (p.grad().defined()) all_grads.push_back(p.grad());
-  clip_gradients(all_grads, result.grad_norm, config_.train.grad_clip_norm);
+  clip_gradients(grads, result.grad_norm, config_.train.grad_clip_norm);
   last_lr_ = next_lr();
   optimizer_->step(last_lr_);
   record_tuning_step(seconds_since(step_started), global_rows);
