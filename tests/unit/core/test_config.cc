@@ -216,6 +216,9 @@ TEST_F(ConfigFile, EnumsListTheirChoicesAndSuggest) {
                   {"key 'model.preset'", "\"vit-b16\"", "\"bert-large\""});
   expect_contains(load_error(R"({"runtime": {"log_level": "verbose"}})"),
                   {"key 'runtime.log_level'"});
+  expect_contains(load_error(R"({"autopipe": {"frozen_balance": "time"}})"),
+                  {"key 'autopipe.frozen_balance'", "one of \"auto\", \"lambda\", \"forward\"", "\"time\""});
+  EXPECT_EQ(load(R"({"autopipe": {"frozen_balance": "forward"}})").autopipe.frozen_balance, "forward");
   EXPECT_EQ(load(R"({"runtime": {"log_level": ""}})").runtime.log_level, "");
   EXPECT_EQ(load(R"({"data": {"cifar100_labels": "coarse"}})").data.cifar100_labels, "coarse");
 }
