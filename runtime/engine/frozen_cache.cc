@@ -2,6 +2,8 @@
 
 #include "runtime/engine/pipeline.h"
 
+#include "autopipe/cost_model.h"
+
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
@@ -65,6 +67,11 @@ CacheKey key_of(int64_t sample, size_t depth, int64_t view) {
 }
 
 }  // namespace
+
+void set_frozen_eval(TransformerModel& model, int frozen_blocks) {
+  const size_t frozen = static_cast<size_t>(frozen_sublayer_count(frozen_blocks));
+  for (size_t j = 0; j < frozen && j < model.num_sublayers(); ++j) model.sublayer(j).eval();
+}
 
 std::vector<int64_t> frozen_entry_shape(const ModelSpec& spec, int64_t seq_len) {
   if (spec.family == ModelFamily::kVit) {

@@ -79,6 +79,11 @@ class Dataset;
 // ViT: (image_size / patch_size)^2 + 1 tokens; BERT: `seq_len` tokens.
 std::vector<int64_t> frozen_entry_shape(const ModelSpec& spec, int64_t seq_len);
 
+// Frozen sub-layers are feature extractors: eval mode (no dropout), so the
+// output of sub-layers [0, frozen_sublayer_count(frozen_blocks)) is
+// deterministic (what the cache relies on) whatever the training mode.
+void set_frozen_eval(TransformerModel& model, int frozen_blocks);
+
 // One process's part of advancing a node's entries: the samples with
 // sample % count == index.
 struct CacheShard {
