@@ -4,7 +4,71 @@
 
 #include <ATen/MemoryOverlap.h>
 
+#include <utility>
+
 namespace pipet {
+namespace {
+
+class ExchangeWork final : public Work {
+ public:
+  ExchangeWork(std::vector<std::unique_ptr<Work>> works, std::vector<std::string> whats)
+      : works_(std::move(works)), whats_(std::move(whats)) {}
+
+  bool completed() override {
+    for (auto& work : works_)
+      if (!work->completed()) return false;
+    return true;
+  }
+
+  void wait(std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (size_t i = 0; i < works_.size(); ++i) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      try {
+        works_[i]->wait(std::max(left, std::chrono::milliseconds(1)));
+      } catch (const CommError& e) {
+        const std::string& what = whats_[i];
+        if (what.empty() || std::string(e.what()).find(what) != std::string::npos) throw;
+        throw CommError(what + ": " + e.what());
+      }
+    }
+  }
+
+ private:
+  std::vector<std::unique_ptr<Work>> works_;
+  std::vector<std::string> whats_;
+};
+
+}  // namespace
+
+P2POp send_op(torch::Tensor tensor, int peer, int tag, std::string what) {
+  return P2POp{P2POp::Kind::kSend, std::move(tensor), peer, tag, std::move(what)};
+}
+
+P2POp recv_op(torch::Tensor tensor, int peer, int tag, std::string what) {
+  return P2POp{P2POp::Kind::kRecv, std::move(tensor), peer, tag, std::move(what)};
+}
+
+std::unique_ptr<Work> Communicator::exchange_work(std::vector<std::unique_ptr<Work>> works,
+                                                  std::vector<std::string> whats) {
+  return std::make_unique<ExchangeWork>(std::move(works), std::move(whats));
+}
+
+std::unique_ptr<Work> Communicator::exchange_async(std::vector<P2POp> ops, const PointToPointOptions& options) {
+  std::vector<std::unique_ptr<Work>> works;
+  std::vector<std::string> whats;
+  for (P2POp& op : ops) {
+    try {
+      works.push_back(op.kind == P2POp::Kind::kSend ? send_async(op.tensor, op.peer, op.tag, options)
+                                                    : recv_async(op.tensor, op.peer, op.tag, options));
+    } catch (const CommError& e) {
+      throw CommError(op.what.empty() ? std::string(e.what()) : op.what + ": " + e.what());
+    }
+    whats.push_back(std::move(op.what));
+  }
+  return exchange_work(std::move(works), std::move(whats));
+}
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
@@ -75,6 +139,10 @@ void Communicator::recv(torch::Tensor& tensor, int src, int tag, const PointToPo
 
 void Communicator::barrier(const BarrierOptions& options) {
   barrier_async(options)->wait(effective_timeout(options.timeout));
+}
+
+void Communicator::exchange(std::vector<P2POp> ops, const PointToPointOptions& options) {
+  exchange_async(std::move(ops), options)->wait(effective_timeout(options.timeout));
 }
 
 }  // namespace pipet

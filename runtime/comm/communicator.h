@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace pipet {
 
@@ -49,6 +50,18 @@ struct PointToPointOptions {
 struct BarrierOptions {
   std::optional<std::chrono::milliseconds> timeout = std::nullopt;
 };
+
+// One operation of a point-to-point exchange (Communicator::exchange_async).
+struct P2POp {
+  enum class Kind { kSend, kRecv };
+  Kind kind = Kind::kSend;
+  torch::Tensor tensor;  // send: the data; recv: written in place (its shape and dtype)
+  int peer = 0;
+  int tag = 0;
+  std::string what;      // named in errors: "stage 1 -> 2, activation of micro-batch 3"
+};
+P2POp send_op(torch::Tensor tensor, int peer, int tag, std::string what);
+P2POp recv_op(torch::Tensor tensor, int peer, int tag, std::string what);
 
 class Communicator {
  public:
@@ -86,6 +99,16 @@ class Communicator {
                                            const PointToPointOptions& options = {}) = 0;
   virtual std::unique_ptr<Work> barrier_async(const BarrierOptions& options = {}) = 0;
 
+  // Point-to-point operations issued together and completed together: no op
+  // of the list waits for another (NCCL: one ncclGroupStart/End; MPI: every
+  // op posted, then all waited). Under NCCL's rules (a send may block until
+  // its receive is posted, receives match in issue order, no tags) this is
+  // how a pipeline pairs traffic that crosses: stage s's "send activation
+  // m+1, receive gradient m" as one exchange, stage s+1's "send gradient m,
+  // receive activation m+1" as its counterpart. Errors name the op's `what`.
+  // The default posts each op with send_async / recv_async.
+  virtual std::unique_ptr<Work> exchange_async(std::vector<P2POp> ops, const PointToPointOptions& options = {});
+
   // Collective over this group: ranks passing the same `color` form one new
   // group, ordered by `key` (ties by rank); a negative color opts out and gets
   // nullptr. The new group has this group's default timeout.
@@ -98,6 +121,7 @@ class Communicator {
   void send(const torch::Tensor& tensor, int dst, int tag, const PointToPointOptions& options = {});
   void recv(torch::Tensor& tensor, int src, int tag, const PointToPointOptions& options = {});
   void barrier(const BarrierOptions& options = {});
+  void exchange(std::vector<P2POp> ops, const PointToPointOptions& options = {});
 
  protected:
   std::chrono::milliseconds effective_timeout(
@@ -112,6 +136,11 @@ class Communicator {
   void check_writable(const torch::Tensor& tensor, const std::string& operation) const;
   // Throws CommError unless 0 <= peer < size().
   void check_peer(int peer, const char* role, const std::string& operation) const;
+  // One Work for the Works of an exchange's ops, in their order: completed
+  // when all are; wait() waits for each within one deadline and names the
+  // failing op's `what`.
+  static std::unique_ptr<Work> exchange_work(std::vector<std::unique_ptr<Work>> works,
+                                             std::vector<std::string> whats);
 
  private:
   std::chrono::milliseconds default_timeout_ = kDefaultTimeout;

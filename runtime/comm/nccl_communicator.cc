@@ -509,6 +509,58 @@ std::unique_ptr<Work> NcclCommunicator::recv_async(torch::Tensor& tensor, int sr
   return launch(state_, what, {buffer}, enqueue, finish);
 }
 
+std::unique_ptr<Work> NcclCommunicator::exchange_async(std::vector<P2POp> ops, const PointToPointOptions& options) {
+  size_t on_device = 0;
+  for (const P2POp& op : ops) on_device += op.tensor.defined() && op.tensor.device().is_cuda() ? 1 : 0;
+  if (on_device == 0) return host_->exchange_async(std::move(ops), options);
+  std::string what = describe("exchange of " + std::to_string(ops.size()) + " operations");
+  if (on_device != ops.size())
+    throw CommError(what + ": mixes CUDA and CPU tensors; an exchange moves one kind");
+  struct Planned {
+    bool send = true;
+    void* data = nullptr;
+    size_t bytes = 0;
+    int peer = 0;
+  };
+  std::vector<Planned> planned;
+  std::vector<torch::Tensor> buffers;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copy_backs;  // (received buffer, target)
+  for (const P2POp& op : ops) {
+    const bool send = op.kind == P2POp::Kind::kSend;
+    const std::string op_what =
+        describe(std::string(send ? "send to" : "recv from") + " rank " + std::to_string(op.peer) +
+                 (op.what.empty() ? std::string() : " (" + op.what + ")"));
+    const int index = cuda_support::check_cuda_tensor(op.tensor, op_what);
+    if (index != state_->device)
+      throw CommError(op_what + ": the tensor is on cuda:" + std::to_string(index) +
+                      " but this communicator uses cuda:" + std::to_string(state_->device));
+    check_peer(op.peer, send ? "destination" : "source", send ? "send" : "recv");
+    if (op.peer == rank())
+      throw CommError(op_what + ": NCCL cannot exchange with the calling rank itself");
+    if (!send) check_writable(op.tensor, "recv");
+    torch::Tensor buffer = send || !op.tensor.is_contiguous() ? op.tensor.contiguous() : op.tensor;
+    if (!send && !buffer.is_same(op.tensor)) copy_backs.emplace_back(buffer, op.tensor);
+    planned.push_back(Planned{send, buffer.data_ptr(), buffer.nbytes(), op.peer});
+    buffers.push_back(buffer);
+    if (!op.what.empty()) what += (planned.size() == 1 ? ": " : "; ") + op.what;
+  }
+  Enqueue enqueue = [planned](ncclComm_t comm, cudaStream_t stream) {
+    return grouped([&] {
+      for (const Planned& p : planned) {
+        if (p.bytes == 0) continue;
+        const ncclResult_t code = p.send ? ncclSend(p.data, p.bytes, ncclUint8, p.peer, comm, stream)
+                                         : ncclRecv(p.data, p.bytes, ncclUint8, p.peer, comm, stream);
+        if (code != ncclSuccess) return code;
+      }
+      return ncclSuccess;
+    });
+  };
+  auto finish = [copy_backs]() mutable {
+    for (auto& [buffer, target] : copy_backs) target.copy_(buffer);
+  };
+  return launch(state_, what, std::move(buffers), enqueue, finish);
+}
+
 std::unique_ptr<Work> NcclCommunicator::barrier_async(const BarrierOptions&) {
   const std::string what = describe("barrier");
   void* scratch = state_->barrier_scratch;

@@ -78,6 +78,10 @@ class NcclCommunicator final : public Communicator {
                                    const PointToPointOptions& options = {}) override;
   std::unique_ptr<Work> recv_async(torch::Tensor& tensor, int src, int tag,
                                    const PointToPointOptions& options = {}) override;
+  // Every op in one ncclGroupStart/ncclGroupEnd, completing with one event:
+  // all CUDA tensors on this communicator's device (all CPU tensors go to
+  // the host group; a mix is a CommError). Tags are ignored, as by NCCL.
+  std::unique_ptr<Work> exchange_async(std::vector<P2POp> ops, const PointToPointOptions& options = {}) override;
   // A one-element all-reduce on the device; complete once every member's
   // earlier operations on this communicator have run.
   std::unique_ptr<Work> barrier_async(const BarrierOptions& options = {}) override;
