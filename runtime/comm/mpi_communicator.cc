@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstdlib>
 #include <functional>
 #include <set>
 #include <thread>
@@ -21,6 +22,7 @@ struct MpiCommunicator::Impl {
   std::string name;
   int rank = 0;
   int size = 1;
+  bool nccl_rules = false;  // see mpi_communicator.h
 };
 
 namespace {
@@ -191,11 +193,15 @@ const std::string& MpiCommunicator::name() const { return impl_->name; }
 
 namespace {
 
+// Under NCCL's rules every message of a communicator carries this tag.
+constexpr int kNcclRulesTag = 0;
+
 // Wraps a freshly created MPI_Comm (owned) in an MpiCommunicator.
-std::unique_ptr<MpiCommunicator> adopt(MPI_Comm comm, const std::string& name) {
+std::unique_ptr<MpiCommunicator> adopt(MPI_Comm comm, const std::string& name, bool nccl_rules = false) {
   auto impl = std::make_unique<MpiCommunicator::Impl>();
   impl->comm = comm;
   impl->name = name;
+  impl->nccl_rules = nccl_rules;
   int code = MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   if (code == MPI_SUCCESS) code = MPI_Comm_rank(comm, &impl->rank);
   if (code == MPI_SUCCESS) code = MPI_Comm_size(comm, &impl->size);
@@ -277,49 +283,89 @@ std::unique_ptr<Work> MpiCommunicator::all_gather_async(const torch::Tensor& inp
   return work;
 }
 
-std::unique_ptr<Work> MpiCommunicator::send_async(const torch::Tensor& tensor, int dst, int tag,
-                                                  const PointToPointOptions&) {
+std::unique_ptr<Work> MpiCommunicator::post(P2POp& op) {
+  const bool send = op.kind == P2POp::Kind::kSend;
+  const std::string peer = std::to_string(op.peer);
   const std::string what =
-      describe("send to rank " + std::to_string(dst) + " tag " + std::to_string(tag));
+      describe(std::string(send ? "send to" : "recv from") + " rank " + peer + " tag " + std::to_string(op.tag) +
+               (op.what.empty() ? std::string() : " (" + op.what + ")"));
   ensure_mpi_usable(what);
-  check_tensor(tensor, "send");
-  check_peer(dst, "destination", "send");
-  if (tag < 0) throw CommError(what + ": tag must be >= 0");
-  torch::Tensor buffer = tensor.contiguous();
+  check_tensor(op.tensor, send ? "send" : "recv");
+  if (!send) check_writable(op.tensor, "recv");
+  check_peer(op.peer, send ? "destination" : "source", send ? "send" : "recv");
+  if (op.tag < 0) throw CommError(what + ": tag must be >= 0");
+  const int tag = impl_->nccl_rules ? kNcclRulesTag : op.tag;
+  if (send) {
+    torch::Tensor buffer = op.tensor.contiguous();
+    const int count = checked_count(buffer.nbytes(), what);
+    auto work = std::make_unique<MpiWork>(what, true, std::vector<torch::Tensor>{buffer}, nullptr);
+    // A synchronous send completes only once its receive has started.
+    const int code = impl_->nccl_rules
+                         ? MPI_Issend(buffer.data_ptr(), count, MPI_BYTE, op.peer, tag, impl_->comm, work->request())
+                         : MPI_Isend(buffer.data_ptr(), count, MPI_BYTE, op.peer, tag, impl_->comm, work->request());
+    if (code != MPI_SUCCESS) throw CommError(what + " failed to start: " + mpi_error_text(code));
+    return work;
+  }
+  torch::Tensor buffer = op.tensor.is_contiguous() ? op.tensor : op.tensor.contiguous();
   const int count = checked_count(buffer.nbytes(), what);
-  auto work = std::make_unique<MpiWork>(what, true, std::vector<torch::Tensor>{buffer}, nullptr);
-  int code = MPI_Isend(buffer.data_ptr(), count, MPI_BYTE, dst, tag, impl_->comm, work->request());
-  if (code != MPI_SUCCESS) throw CommError(what + " failed to start: " + mpi_error_text(code));
-  return work;
-}
-
-std::unique_ptr<Work> MpiCommunicator::recv_async(torch::Tensor& tensor, int src, int tag,
-                                                  const PointToPointOptions&) {
-  const std::string what =
-      describe("recv from rank " + std::to_string(src) + " tag " + std::to_string(tag));
-  ensure_mpi_usable(what);
-  check_tensor(tensor, "recv");
-  check_writable(tensor, "recv");
-  check_peer(src, "source", "recv");
-  if (tag < 0) throw CommError(what + ": tag must be >= 0");
-  torch::Tensor buffer = tensor.is_contiguous() ? tensor : tensor.contiguous();
-  const int count = checked_count(buffer.nbytes(), what);
-  const bool copy_back = !buffer.is_same(tensor);
-  auto finish = [buffer, target = tensor, copy_back, count, what](const MPI_Status& status) mutable {
+  const bool copy_back = !buffer.is_same(op.tensor);
+  auto finish = [buffer, target = op.tensor, copy_back, count, what](const MPI_Status& status) mutable {
     int received = 0;
     MPI_Get_count(&status, MPI_BYTE, &received);
     if (received != count)
-      throw CommError(what + ": expected " + std::to_string(count) + " bytes (" +
-                      std::to_string(target.numel()) + " elements of " +
-                      c10::toString(target.scalar_type()) + "), received " +
+      throw CommError(what + ": expected " + std::to_string(count) + " bytes (" + std::to_string(target.numel()) +
+                      " elements of " + c10::toString(target.scalar_type()) + "), received " +
                       std::to_string(received) + " bytes; sender and receiver disagree on the shape or dtype");
     if (copy_back) target.copy_(buffer);
   };
   auto work = std::make_unique<MpiWork>(what, true, std::vector<torch::Tensor>{buffer}, finish);
-  int code = MPI_Irecv(buffer.data_ptr(), count, MPI_BYTE, src, tag, impl_->comm, work->request());
+  const int code = MPI_Irecv(buffer.data_ptr(), count, MPI_BYTE, op.peer, tag, impl_->comm, work->request());
   if (code != MPI_SUCCESS) throw CommError(what + " failed to start: " + mpi_error_text(code));
   return work;
 }
+
+void MpiCommunicator::complete_under_rules(Work& work, const PointToPointOptions& options) const {
+  if (!impl_->nccl_rules) return;
+  try {
+    work.wait(effective_timeout(options.timeout));
+  } catch (const CommError& e) {
+    throw CommError(std::string(e.what()) +
+                    " [under NCCL's rules (PIPET_NCCL_RULES): a send waits until its receive is posted and "
+                    "operations complete in issue order; exchanges that cross must be issued together]");
+  }
+}
+
+std::unique_ptr<Work> MpiCommunicator::send_async(const torch::Tensor& tensor, int dst, int tag,
+                                                  const PointToPointOptions& options) {
+  P2POp op = send_op(tensor, dst, tag, "");
+  std::unique_ptr<Work> work = post(op);
+  complete_under_rules(*work, options);
+  return work;
+}
+
+std::unique_ptr<Work> MpiCommunicator::recv_async(torch::Tensor& tensor, int src, int tag,
+                                                  const PointToPointOptions& options) {
+  P2POp op = recv_op(tensor, src, tag, "");
+  std::unique_ptr<Work> work = post(op);
+  complete_under_rules(*work, options);
+  return work;
+}
+
+std::unique_ptr<Work> MpiCommunicator::exchange_async(std::vector<P2POp> ops, const PointToPointOptions& options) {
+  // Every op is posted before any is waited for: none blocks another.
+  std::vector<std::unique_ptr<Work>> works;
+  std::vector<std::string> whats;
+  for (P2POp& op : ops) {
+    works.push_back(post(op));
+    whats.push_back(op.what);
+  }
+  std::unique_ptr<Work> work = exchange_work(std::move(works), std::move(whats));
+  complete_under_rules(*work, options);
+  return work;
+}
+
+bool MpiCommunicator::nccl_rules() const { return impl_->nccl_rules; }
+void MpiCommunicator::set_nccl_rules(bool on) { impl_->nccl_rules = on; }
 
 std::unique_ptr<Work> MpiCommunicator::barrier_async(const BarrierOptions&) {
   const std::string what = describe("barrier");
@@ -337,7 +383,7 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key, cons
   int code = MPI_Comm_split(impl_->comm, color < 0 ? MPI_UNDEFINED : color, key, &child);
   if (code != MPI_SUCCESS) throw CommError(what + " failed: " + mpi_error_text(code));
   if (child == MPI_COMM_NULL) return nullptr;
-  return adopt(child, name);
+  return adopt(child, name, impl_->nccl_rules);
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::subgroup(int color, int key, const std::string& name) {
@@ -368,7 +414,16 @@ std::unique_ptr<MpiCommunicator> make_world_communicator(MpiRuntime& runtime) {
   if (code != MPI_SUCCESS)
     throw CommError("make_world_communicator (world rank " + std::to_string(runtime.world_rank()) +
                     "): MPI_Comm_dup failed: " + mpi_error_text(code));
-  return adopt(world, "world");
+  bool nccl_rules = false;
+  if (const char* value = std::getenv("PIPET_NCCL_RULES"); value && *value) {
+    const std::string text(value);
+    if (text != "0" && text != "1") {
+      MPI_Comm_free(&world);
+      throw ConfigError("PIPET_NCCL_RULES: expected 0 or 1, got '" + text + "'");
+    }
+    nccl_rules = text == "1";
+  }
+  return adopt(world, "world", nccl_rules);
 }
 
 std::unique_ptr<Communicator> make_communicator(MpiRuntime* runtime) {

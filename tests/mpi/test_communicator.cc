@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -335,6 +337,111 @@ TEST_F(CommTest, DefaultTimeoutMustBePositive) {
   EXPECT_THROW(world_->set_default_timeout(milliseconds(0)), CommError);
   world_->set_default_timeout(milliseconds(1234));
   EXPECT_EQ(world_->default_timeout(), milliseconds(1234));
+}
+
+// Two ranks that each send to the other, then receive: ordinary MPI buffers
+// the sends and passes; under NCCL's rules a send waits for its receive, so
+// both wait in their sends and the timeout names the operation. Issued as one
+// exchange, the same traffic passes under the rules.
+TEST_F(CommTest, NcclRulesCatchACrossedExchangeThatOrdinaryMpiPasses) {
+  const int kPairTag = 3;
+  auto crossed = [&](MpiCommunicator& pair) {
+    const int peer = 1 - pair.rank();
+    torch::Tensor out = torch::full({4096}, static_cast<float>(pair.rank()));
+    torch::Tensor in = torch::empty({4096});
+    std::unique_ptr<Work> send =
+        pair.exchange_async({send_op(out, peer, kPairTag, "stage " + std::to_string(pair.rank()) + " -> " +
+                                                              std::to_string(peer) + ", activation of micro-batch 3")});
+    pair.exchange({recv_op(in, peer, kPairTag, "gradient of micro-batch 2")});
+    send->wait(pair.default_timeout());
+    EXPECT_TRUE(torch::equal(in, torch::full({4096}, static_cast<float>(peer))));
+  };
+  {
+    std::unique_ptr<MpiCommunicator> pair = world_->split(rank_ < 2 ? 0 : -1, rank_, "ordinary-pair");
+    if (pair) crossed(*pair);
+  }
+  {
+    std::unique_ptr<MpiCommunicator> pair = world_->split(rank_ < 2 ? 0 : -1, rank_, "strict-pair");
+    if (pair) {
+      pair->set_nccl_rules(true);
+      pair->set_default_timeout(milliseconds(1500));
+      const auto started = std::chrono::steady_clock::now();
+      std::string message;
+      try {
+        crossed(*pair);
+        ADD_FAILURE() << "a crossed, ungrouped exchange passed under NCCL's rules";
+      } catch (const CommError& e) {
+        message = e.what();
+      }
+      EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+      EXPECT_NE(message.find("activation of micro-batch 3"), std::string::npos) << message;
+      EXPECT_NE(message.find("NCCL's rules"), std::string::npos) << message;
+    }
+  }
+  world_->barrier();  // both ranks of the pair have timed out before the next split
+  std::unique_ptr<MpiCommunicator> pair = world_->split(rank_ < 2 ? 0 : -1, rank_, "grouped-pair");
+  if (!pair) return;
+  pair->set_nccl_rules(true);
+  const int peer = 1 - pair->rank();
+  torch::Tensor out = torch::full({4096}, static_cast<float>(pair->rank()));
+  torch::Tensor in = torch::empty({4096});
+  pair->exchange({send_op(out, peer, kPairTag, "activation"), recv_op(in, peer, kPairTag, "gradient")});
+  EXPECT_TRUE(torch::equal(in, torch::full({4096}, static_cast<float>(peer))));
+}
+
+// Under NCCL's rules one tag carries every message: receives take them in the
+// order they were sent, whatever tag the caller names. Groups split from a
+// communicator under the rules inherit them.
+TEST_F(CommTest, NcclRulesMatchReceivesInIssueOrderAndSplitGroupsInheritThem) {
+  world_->set_nccl_rules(true);
+  std::unique_ptr<MpiCommunicator> pair = world_->split(rank_ < 2 ? 0 : -1, rank_, "ordered-pair");
+  world_->set_nccl_rules(false);
+  if (!pair) return;
+  EXPECT_TRUE(pair->nccl_rules());
+  if (pair->rank() == 0) {
+    pair->exchange({send_op(torch::full({2}, 1.0f), 1, 7, "first"), send_op(torch::full({2}, 2.0f), 1, 5, "second")});
+  } else {
+    torch::Tensor first = torch::empty({2}), second = torch::empty({2});
+    // Tags 5 then 7: ordinary MPI would match by tag and swap them.
+    pair->exchange({recv_op(first, 0, 5, "first"), recv_op(second, 0, 7, "second")});
+    EXPECT_TRUE(torch::equal(first, torch::full({2}, 1.0f)));
+    EXPECT_TRUE(torch::equal(second, torch::full({2}, 2.0f)));
+  }
+}
+
+TEST_F(CommTest, AnExchangeWithAMissingPeerNamesTheOperation) {
+  std::unique_ptr<MpiCommunicator> pair = world_->split(rank_ < 2 ? 0 : -1, rank_, "lonely-pair");
+  if (!pair) return;
+  pair->set_default_timeout(milliseconds(500));
+  if (pair->rank() == 1) {
+    torch::Tensor in = torch::empty({8});
+    try {
+      pair->exchange({recv_op(in, 0, 1, "stage 0 -> 1, activation of micro-batch 5")});
+      ADD_FAILURE() << "a receive nobody sends to completed";
+    } catch (const CommError& e) {
+      EXPECT_NE(std::string(e.what()).find("stage 0 -> 1, activation of micro-batch 5"), std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("rank 1 of 2"), std::string::npos) << e.what();
+    }
+  }
+  pair->barrier({milliseconds(10000)});
+}
+
+TEST(MpiRuntimeTest, NcclRulesVariableMustBeZeroOrOne) {
+  const char* set = std::getenv("PIPET_NCCL_RULES");
+  const std::string before = set ? set : "";
+  ::setenv("PIPET_NCCL_RULES", "yes", 1);
+  try {
+    make_world_communicator(test_runtime());
+    ADD_FAILURE() << "PIPET_NCCL_RULES=yes was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("PIPET_NCCL_RULES"), std::string::npos) << e.what();
+  }
+  ::setenv("PIPET_NCCL_RULES", "1", 1);
+  EXPECT_TRUE(make_world_communicator(test_runtime())->nccl_rules());
+  ::unsetenv("PIPET_NCCL_RULES");
+  EXPECT_FALSE(make_world_communicator(test_runtime())->nccl_rules());
+  if (set) ::setenv("PIPET_NCCL_RULES", before.c_str(), 1);
 }
 
 TEST(MpiRuntimeTest, SecondRuntimeIsRejected) {
