@@ -94,8 +94,11 @@ TransferStats move_training_state(Communicator& world, TransformerModel& model,
     }
   }
 
+  // Every message of the move in one exchange: no send waits for another
+  // rank's receive to be posted first (NCCL's rules hold, whatever the
+  // pattern of senders and receivers).
   TransferStats stats;
-  std::vector<std::unique_ptr<Work>> sends;
+  std::vector<P2POp> ops;
   for (const auto& [receiver, sublayers] : to_send) {
     std::vector<torch::Tensor> tensors;
     for (size_t j : sublayers)
@@ -110,21 +113,25 @@ TransferStats move_training_state(Communicator& world, TransformerModel& model,
     }
     stats.bytes_sent += packed.numel();
     ++stats.messages_sent;
-    sends.push_back(world.send_async(packed, receiver, kTransferTag));
+    ops.push_back(send_op(packed, receiver, kTransferTag, "state move to rank " + std::to_string(receiver)));
   }
+  std::vector<std::pair<torch::Tensor, std::vector<torch::Tensor>>> received;  // packed, its tensors
   for (const auto& [sender, sublayers] : to_receive) {
     std::vector<torch::Tensor> tensors;
     for (size_t j : sublayers)
       collect(model, j, j >= after.frozen_end, slots, optimizer_state, /*sender=*/false, tensors);
     torch::Tensor packed = torch::empty({total_bytes(tensors)}, torch::kUInt8);
-    world.recv(packed, sender, kTransferTag);
+    ops.push_back(recv_op(packed, sender, kTransferTag, "state move from rank " + std::to_string(sender)));
+    received.emplace_back(packed, std::move(tensors));
+  }
+  world.exchange(std::move(ops));
+  for (auto& [packed, tensors] : received) {
     int64_t offset = 0;
     for (torch::Tensor& t : tensors) {
       t.copy_(torch::from_blob(packed.data_ptr<uint8_t>() + offset, t.sizes(), t.options().device(torch::kCPU)));
       offset += static_cast<int64_t>(t.nbytes());
     }
   }
-  for (auto& work : sends) work->wait(world.default_timeout());
 
   // Keep exactly the state of the new range's trainable parameters.
   std::map<std::string, torch::Tensor> kept;

@@ -219,43 +219,81 @@ StageExecutor::StageExecutor(TransformerModel& model, size_t begin, size_t end,
                      std::to_string(frozen_end) + ", stage ends at " + std::to_string(end) + ")");
 }
 
-void StageExecutor::send_activations(const Activations& out, int64_t micro_batch) {
+std::string StageExecutor::link(int from, int to, const char* what, int64_t micro_batch) const {
+  return "stage " + std::to_string(from) + " -> " + std::to_string(to) + ", " + what + " of micro-batch " +
+         std::to_string(micro_batch);
+}
+
+std::vector<P2POp> StageExecutor::activation_sends(const Activations& out, int64_t micro_batch) const {
   int64_t header[kHeaderLength];
   header[0] = micro_batch;
   describe_tensor(header + kHiddenAt, out.hidden);
   describe_tensor(header + kMaskAt, out.attention_mask);
-  torch::Tensor header_tensor = torch::from_blob(header, {kHeaderLength}, torch::kInt64).clone();
   const int next = stage_ + 1;
-  sends_.push_back(pipeline_.send_async(header_tensor, next, kHeaderTag, {timeout_}));
-  sends_.push_back(pipeline_.send_async(out.hidden.detach(), next, kHiddenTag, {timeout_}));
-  if (out.attention_mask.defined())
-    sends_.push_back(pipeline_.send_async(out.attention_mask, next, kMaskTag, {timeout_}));
+  const std::string what = link(stage_, next, "activation", micro_batch);
+  std::vector<P2POp> ops;
+  ops.push_back(send_op(torch::from_blob(header, {kHeaderLength}, torch::kInt64).clone(), next, kHeaderTag,
+                        what + " (header)"));
+  ops.push_back(send_op(out.hidden.detach(), next, kHiddenTag, what));
+  if (out.attention_mask.defined()) ops.push_back(send_op(out.attention_mask, next, kMaskTag, what + " (mask)"));
+  return ops;
 }
 
-Activations StageExecutor::receive_activations(int64_t micro_batch) {
-  const std::string what = "stage " + std::to_string(stage_) + " receiving micro-batch " +
-                           std::to_string(micro_batch) + " from stage " + std::to_string(stage_ - 1);
-  torch::Tensor header = torch::empty({kHeaderLength}, torch::kInt64);
+void StageExecutor::exchange(std::vector<P2POp> ops) {
+  if (ops.empty()) return;
+  bool receives = false;
+  for (const P2POp& op : ops) receives = receives || op.kind == P2POp::Kind::kRecv;
+  std::unique_ptr<Work> work = pipeline_.exchange_async(std::move(ops), {timeout_});
+  if (!receives) {
+    sends_.push_back(std::move(work));  // waited at the end of the schedule
+    return;
+  }
   const auto waiting = Clock::now();
-  pipeline_.recv(header, stage_ - 1, kHeaderTag, {timeout_});
+  work->wait(timeout_);
   wait_seconds_ += seconds_since(waiting);
+}
+
+Activations StageExecutor::receive_activation(int64_t micro_batch, std::vector<P2POp> with) {
+  const std::string what = link(stage_ - 1, stage_, "activation", micro_batch);
+  // The header first (its shapes size the receives), together with `with`;
+  // then the tensors it describes.
+  torch::Tensor header = torch::empty({kHeaderLength}, torch::kInt64);
+  with.push_back(recv_op(header, stage_ - 1, kHeaderTag, what + " (header)"));
+  exchange(std::move(with));
   const int64_t* h = header.data_ptr<int64_t>();
   if (h[0] != micro_batch)
-    throw CommError(what + ": got micro-batch " + std::to_string(h[0]) +
-                    " instead; the stages disagree on the schedule");
+    throw CommError(what + ": got micro-batch " + std::to_string(h[0]) + " instead; the stages disagree on the schedule");
   Activations in;
   in.hidden = empty_from(h + kHiddenAt, device_, what);
-  pipeline_.recv(in.hidden, stage_ - 1, kHiddenTag, {timeout_});
+  std::vector<P2POp> body;
+  body.push_back(recv_op(in.hidden, stage_ - 1, kHiddenTag, what));
   if (h[kMaskAt] > 0) {
     in.attention_mask = empty_from(h + kMaskAt, device_, what);
-    pipeline_.recv(in.attention_mask, stage_ - 1, kMaskTag, {timeout_});
+    body.push_back(recv_op(in.attention_mask, stage_ - 1, kMaskTag, what + " (mask)"));
   }
+  exchange(std::move(body));
   return in;
 }
 
-void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, Pending* pending,
-                            torch::Tensor* logits) {
-  Activations a = !first() ? receive_activations(index) : micro.produce_input ? micro.produce_input() : micro.input;
+bool StageExecutor::receives_gradient() const { return !last() && trains(); }
+
+torch::Tensor StageExecutor::receive_gradient(const Pending& pending, int64_t micro_batch, std::vector<P2POp> with) {
+  torch::Tensor grad;
+  if (receives_gradient()) {
+    grad = torch::empty_like(pending.outputs.back());
+    with.push_back(recv_op(grad, stage_ + 1, kGradientTag, link(stage_ + 1, stage_, "gradient", micro_batch)));
+  }
+  exchange(std::move(with));
+  return grad;
+}
+
+std::vector<P2POp> StageExecutor::gradient_send(const torch::Tensor& grad, int64_t micro_batch) const {
+  if (!previous_trains_) return {};
+  return {send_op(grad, stage_ - 1, kGradientTag, link(stage_, stage_ - 1, "gradient", micro_batch))};
+}
+
+Activations StageExecutor::forward(MicroBatch& micro, int64_t index, Activations a, bool keep_graph, Pending* pending,
+                                   torch::Tensor* logits) {
   AutocastGuard autocast(device_.type(), autocast_dtype_);
   const size_t count = end_ - begin_;
   // A cached frozen-prefix output skips the sub-layers it already went through.
@@ -284,29 +322,21 @@ void StageExecutor::forward(MicroBatch& micro, int64_t index, bool keep_graph, P
     a = model_.sublayer(j).forward(a);
     if (keep_graph) pending->outputs[j - begin_] = a.hidden;
   }
-  if (!last()) {
-    send_activations(a, index);
-    return;
+  if (last()) {
+    if (logits) *logits = a.hidden;
+    if (keep_graph) {
+      torch::Tensor loss = task_.loss(a.hidden, micro.labels);
+      pending->loss = loss * micro.loss_weight;
+    }
   }
-  if (logits) *logits = a.hidden;
-  if (keep_graph) {
-    torch::Tensor loss = task_.loss(a.hidden, micro.labels);
-    pending->loss = loss * micro.loss_weight;
-  }
+  return a;
 }
 
-void StageExecutor::backward(Pending& pending, int64_t index, GradientBuckets* sync) {
+torch::Tensor StageExecutor::backward(Pending& pending, int64_t index, torch::Tensor grad, GradientBuckets* sync) {
   if (!trains()) {
     // Frozen through: nothing to differentiate and nobody waits for a gradient.
     pending = Pending();
-    return;
-  }
-  torch::Tensor grad;
-  if (!last()) {
-    grad = torch::empty_like(pending.outputs.back());
-    const auto waiting = Clock::now();
-    pipeline_.recv(grad, stage_ + 1, kGradientTag, {timeout_});
-    wait_seconds_ += seconds_since(waiting);
+    return torch::Tensor();
   }
   for (size_t j = end_; j-- > first_active_;) {
     const size_t k = j - begin_;
@@ -321,13 +351,11 @@ void StageExecutor::backward(Pending& pending, int64_t index, GradientBuckets* s
     }
     if (sync) sync->sublayer_done(j);
   }
-  if (previous_trains_) {
-    if (!grad.defined())
-      throw ModelError("stage " + std::to_string(stage_) + " has no input gradient for micro-batch " +
-                       std::to_string(index));
-    sends_.push_back(pipeline_.send_async(grad, stage_ - 1, kGradientTag, {timeout_}));
-  }
   pending = Pending();
+  if (previous_trains_ && !grad.defined())
+    throw ModelError("stage " + std::to_string(stage_) + " has no input gradient for micro-batch " +
+                     std::to_string(index));
+  return previous_trains_ ? grad : torch::Tensor();
 }
 
 void StageExecutor::wait_sends() {
@@ -335,6 +363,12 @@ void StageExecutor::wait_sends() {
   sends_.clear();
 }
 
+// Every exchange between two stages is issued by both in one order, and the
+// traffic that crosses between neighbours in 1F1B's steady state goes in one
+// exchange (Megatron-LM's send_forward_recv_backward on stage s with
+// send_backward_recv_forward on s+1), so the schedules cannot deadlock under
+// NCCL's rules: a send may wait for its receive, receives match in issue
+// order. Checked on CPU with MpiCommunicator's NCCL rules (PIPET_NCCL_RULES).
 torch::Tensor StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
                                    GradientBuckets* sync) {
   const auto started = Clock::now();
@@ -344,8 +378,17 @@ torch::Tensor StageExecutor::train(std::vector<MicroBatch>& micro_batches, Pipel
   // Summed on the device in double (the same arithmetic as on the host); the
   // caller reads it: no host synchronisation per micro-batch.
   torch::Tensor loss_sum;
-  auto run_forward = [&](int64_t m) {
-    forward(micro_batches[m], m, /*keep_graph=*/true, &pending[m], nullptr);
+  // The first stage's input comes from its micro-batch (AutoCache produces
+  // it right before its forward); the others receive it, with `with`.
+  auto input_of = [&](int64_t m, std::vector<P2POp> with = {}) {
+    if (!first()) return receive_activation(m, std::move(with));
+    exchange(std::move(with));
+    MicroBatch& micro = micro_batches[m];
+    return micro.produce_input ? micro.produce_input() : micro.input;
+  };
+  // The forward of micro-batch m; returns the sends of its output.
+  auto run_forward = [&](int64_t m, Activations input) {
+    const Activations out = forward(micro_batches[m], m, std::move(input), /*keep_graph=*/true, &pending[m], nullptr);
     if (last()) {
       // A non-finite loss is not thrown here: the trainer sees it after the
       // step's all-reduce, on every rank at once.
@@ -354,25 +397,37 @@ torch::Tensor StageExecutor::train(std::vector<MicroBatch>& micro_batches, Pipel
                                      .div(micro_batches[m].loss_weight)
                                      .mul(static_cast<double>(rows));
       loss_sum = loss_sum.defined() ? loss_sum.add(term) : term;
+      return std::vector<P2POp>{};
     }
+    return activation_sends(out, m);
   };
-  auto run_backward = [&](int64_t m) {
-    backward(pending[m], m, m + 1 == count ? sync : nullptr);
+  // The backward of micro-batch m from `grad`; returns the send of its input gradient.
+  auto run_backward = [&](int64_t m, torch::Tensor grad) {
+    return gradient_send(backward(pending[m], m, std::move(grad), m + 1 == count ? sync : nullptr), m);
   };
   try {
     if (schedule == PipelineSchedule::kGpipe) {
-      for (int64_t m = 0; m < count; ++m) run_forward(m);
-      for (int64_t m = 0; m < count; ++m) run_backward(m);
+      for (int64_t m = 0; m < count; ++m) exchange(run_forward(m, input_of(m)));
+      for (int64_t m = 0; m < count; ++m) exchange(run_backward(m, receive_gradient(pending[m], m)));
     } else {
       // 1F1B: stage s runs K-s-1 forwards ahead, then alternates one forward
       // and one backward, then drains; at most K micro-batches are in flight.
       const int64_t warmup = std::min<int64_t>(stages_ - stage_ - 1, count);
-      for (int64_t m = 0; m < warmup; ++m) run_forward(m);
+      for (int64_t m = 0; m < warmup; ++m) exchange(run_forward(m, input_of(m)));
+      Activations input;
+      if (warmup < count) input = input_of(warmup);
       for (int64_t m = warmup; m < count; ++m) {
-        run_forward(m);
-        run_backward(m - warmup);
+        const int64_t b = m - warmup;
+        // Send activation m, receive gradient b: one exchange.
+        torch::Tensor grad = receive_gradient(pending[b], b, run_forward(m, std::move(input)));
+        std::vector<P2POp> sends = run_backward(b, std::move(grad));
+        if (m + 1 < count) {
+          input = input_of(m + 1, std::move(sends));  // send gradient b, receive activation m + 1
+        } else {
+          exchange(std::move(sends));
+        }
       }
-      for (int64_t m = count - warmup; m < count; ++m) run_backward(m);
+      for (int64_t b = count - warmup; b < count; ++b) exchange(run_backward(b, receive_gradient(pending[b], b)));
     }
     wait_sends();
   } catch (...) {
@@ -388,9 +443,17 @@ std::vector<torch::Tensor> StageExecutor::forward_only(std::vector<MicroBatch>& 
   std::vector<torch::Tensor> logits;
   try {
     for (size_t m = 0; m < micro_batches.size(); ++m) {
+      const int64_t index = static_cast<int64_t>(m);
+      MicroBatch& micro = micro_batches[m];
+      Activations input = !first() ? receive_activation(index)
+                          : micro.produce_input ? micro.produce_input() : micro.input;
       torch::Tensor out;
-      forward(micro_batches[m], static_cast<int64_t>(m), /*keep_graph=*/false, nullptr, &out);
-      if (last()) logits.push_back(out);
+      const Activations result = forward(micro, index, std::move(input), /*keep_graph=*/false, nullptr, &out);
+      if (last()) {
+        logits.push_back(out);
+      } else {
+        exchange(activation_sends(result, index));
+      }
     }
     wait_sends();
   } catch (...) {

@@ -9,6 +9,7 @@
 // its segment is done: that is when its bucket can start its all-reduce.
 #pragma once
 
+#include "runtime/comm/communicator.h"
 #include "runtime/core/torch_pch.h"
 #include "runtime/model/sublayer.h"
 
@@ -119,11 +120,30 @@ class StageExecutor {
 
  private:
   struct Pending;  // what backward of one micro-batch needs
-  Activations receive_activations(int64_t micro_batch);
-  void send_activations(const Activations& out, int64_t micro_batch);
-  void forward(MicroBatch& micro, int64_t index, bool keep_graph, Pending* pending,
-               torch::Tensor* logits);
-  void backward(Pending& pending, int64_t index, GradientBuckets* sync);
+  // Forward of micro-batch `index` from `input` (the first stage's inputs, or
+  // the previous stage's activation); returns the output.
+  Activations forward(MicroBatch& micro, int64_t index, Activations input, bool keep_graph, Pending* pending,
+                      torch::Tensor* logits);
+  // Backward of micro-batch `index` from `grad` (the next stage's gradient;
+  // undefined on the last stage); returns this stage's input gradient when
+  // the previous stage takes one, else an undefined tensor.
+  torch::Tensor backward(Pending& pending, int64_t index, torch::Tensor grad, GradientBuckets* sync);
+
+  // The point-to-point traffic, as exchanges (Communicator::exchange_async):
+  // an exchange that receives is waited for (the wait is this stage's
+  // bubble); sends alone are waited for at the end of the schedule.
+  void exchange(std::vector<P2POp> ops);
+  // "stage 1 -> 2, activation of micro-batch 3", the name errors carry.
+  std::string link(int from, int to, const char* what, int64_t micro_batch) const;
+  std::vector<P2POp> activation_sends(const Activations& out, int64_t micro_batch) const;
+  std::vector<P2POp> gradient_send(const torch::Tensor& grad, int64_t micro_batch) const;
+  // The activation of `micro_batch` from the previous stage: its header in
+  // one exchange with `with`, then the tensors it describes.
+  Activations receive_activation(int64_t micro_batch, std::vector<P2POp> with = {});
+  // `with`, and the gradient of `micro_batch` from the next stage when this
+  // stage takes one (undefined otherwise), in one exchange.
+  bool receives_gradient() const;
+  torch::Tensor receive_gradient(const Pending& pending, int64_t micro_batch, std::vector<P2POp> with = {});
   void wait_sends();
 
   TransformerModel& model_;

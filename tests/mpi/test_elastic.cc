@@ -194,8 +194,9 @@ TEST(ElasticEngine, AResumeRebuildsTheStagesThePartitionChoseFromTheCache) {
   Trainer trainer(resumed, &world());
   EXPECT_EQ(trainer.state().step, 8);
   EXPECT_DOUBLE_EQ(trainer.state().cache_served_share, 1.0);
-  if (trainer.groups().stage() == 0)
+  if (trainer.groups().stage() == 0) {
     EXPECT_EQ(trainer.stage_range().second, static_cast<size_t>(first_stage[1]));
+  }
   const TrainResult result = trainer.run();
   // The resumed run recomputes the prefix its cache lacks (equal to the
   // cached values up to BLAS rounding of the batch, about 1 ulp).

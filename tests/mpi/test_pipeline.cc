@@ -10,6 +10,8 @@
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
 #include "runtime/core/strings.h"
+#include "runtime/engine/pipeline.h"
+#include "runtime/engine/task.h"
 #include "runtime/engine/trainer.h"
 #include "runtime/model/model.h"
 #include "tests/support/temp_dir.h"
@@ -17,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -222,6 +225,42 @@ TEST(PipelineEngine, ResumeFromPerRankCheckpointsMatchesTheUninterruptedRun) {
     EXPECT_NE(message.find("2 stages x 2 replicas"), std::string::npos) << message;
     EXPECT_NE(message.find("4 stages x 1 replica"), std::string::npos) << message;
   }
+}
+
+// A stage whose neighbour never posts (dead, or on another schedule) fails
+// within its timeout with an error naming the exchange, in the ordinary run
+// and under NCCL's rules (the nccl-rules run), and so does not hang.
+TEST(PipelineEngine, AStageWhoseNeighbourNeverPostsFailsNamingTheExchange) {
+  Communicator& w = world();
+  std::unique_ptr<Communicator> pipeline = w.subgroup(w.rank() < 2 ? 0 : -1, w.rank(), "silent-pipeline");
+  if (pipeline && pipeline->rank() == 0) {
+    ModelConfig model_config;
+    model_config.preset = "vit-tiny";
+    const ModelSpec spec = resolve_model_spec(model_config, 10);
+    TransformerModel model(spec);
+    ClassificationTask task;
+    StageExecutor executor(model, 0, model.num_sublayers() / 2, *pipeline, task, std::chrono::milliseconds(1500));
+    std::vector<MicroBatch> micro(2);
+    for (MicroBatch& m : micro) {
+      m.input.hidden = torch::randn({2, spec.num_channels, spec.image_size, spec.image_size});
+      m.loss_weight = 0.5;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    std::string message;
+    try {
+      executor.train(micro, PipelineSchedule::kOneFOneB, nullptr);
+      ADD_FAILURE() << "a schedule whose neighbour never posted completed";
+    } catch (const CommError& e) {
+      message = e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(8)) << message;
+    // Which exchange times out first depends on the rules and on what MPI buffers.
+    EXPECT_TRUE(message.find("stage 0 -> 1, activation of micro-batch ") != std::string::npos ||
+                message.find("stage 1 -> 0, gradient of micro-batch 0") != std::string::npos)
+        << message;
+    EXPECT_NE(message.find("'silent-pipeline' (rank 0 of 2)"), std::string::npos) << message;
+  }
+  w.barrier();
 }
 
 TEST(PipelineEngine, LayoutErrorsNameTheKeys) {
