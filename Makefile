@@ -43,7 +43,7 @@ bench: build
 # (benchmarks/suite/suites.json), table + JSON + plots in output/suite-<name>.
 SUITE ?= cpu-tiny
 .PHONY: suite
-suite: build
+suite: build-app
 	/usr/bin/python3 benchmarks/suite/run_suite.py --suite $(SUITE) --build $(BUILD_DIR) --out output/suite-$(SUITE)
 
 # Regenerates the configuration reference from the schema.
