@@ -83,6 +83,10 @@ inline TrainConfig vit_tiny_engine_run(const std::string& out) {
   c.parallel.pipeline_stages = 4;
   c.parallel.micro_batches = 4;
   c.parallel.schedule = "1f1b";
+  // A schedule that deadlocks (as an unpaired one does under NCCL's rules in
+  // the nccl-rules run) fails within a minute naming the exchange, instead
+  // of at CTest's limit.
+  c.parallel.comm_timeout_s = 60.0;
   c.autopipe.frozen_cost = 0.0;
   return c;
 }
@@ -112,6 +116,7 @@ inline TrainConfig tiny_run(const std::string& out, int64_t stages, int64_t micr
   c.train.grad_clip_norm = 0.5;  // clipping active: the global norm must span the stages
   c.eval.every_epochs = 0;
   c.runtime.threads = 1;
+  c.parallel.comm_timeout_s = 60.0;  // as vit_tiny_engine_run: a deadlock fails in a minute
   c.output.dir = out;
   c.parallel.pipeline_stages = stages;
   c.parallel.micro_batches = micro;
