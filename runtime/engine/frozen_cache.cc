@@ -7,6 +7,7 @@
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/stopwatch.h"
 #include "runtime/data/dataset.h"
 
 #include <algorithm>
@@ -18,12 +19,6 @@
 
 namespace pipet {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // AutoCache registers at most this many depths per segment.
 constexpr size_t kMaxCachedDepths = 64;
@@ -192,7 +187,7 @@ double FrozenPrefixCache::compute_rows(TransformerModel& model, const Dataset& d
                                        const std::vector<int64_t>& indices, const std::vector<int64_t>& draws,
                                        const std::vector<size_t>& positions, size_t frozen_end,
                                        const Activations* text_inputs, float* out, bool store) {
-  const auto start = Clock::now();
+  const auto start = SteadyClock::now();
   const torch::Device device = model_device(model);
   const bool round = policy_.mode != CacheMode::kOff && dtype_ != CacheDtype::kF32;
   std::vector<uint16_t> scratch(round ? entry_elements_ : 0);
@@ -275,7 +270,7 @@ Activations FrozenPrefixCache::frozen_output(TransformerModel& model, const Data
 
   if (cache_ && enabled_) {
     std::vector<size_t> misses;
-    const auto read_start = Clock::now();
+    const auto read_start = SteadyClock::now();
     for (size_t i = 0; i < count; ++i) {
       if (!cache_->get_f32(key_of(indices[i], frozen_end, draws[i]), out + i * entry_elements_, entry_elements_)) {
         misses.push_back(i);
@@ -306,7 +301,7 @@ Activations FrozenPrefixCache::frozen_output(TransformerModel& model, const Data
       }
       std::vector<float> scratch(entry_elements_);
       int64_t read_back = 0;
-      const auto read_start = Clock::now();
+      const auto read_start = SteadyClock::now();
       for (size_t i = 0; i < count; ++i) {
         if (cache_->get_f32(key_of(indices[i], frozen_end, draws[i]), scratch.data(), entry_elements_)) ++read_back;
       }
@@ -342,7 +337,7 @@ size_t FrozenPrefixCache::advance(TransformerModel& model, const Dataset& data, 
   }
   if (!cache_) return 0;
 
-  const auto start = Clock::now();
+  const auto start = SteadyClock::now();
   const torch::Device device = model_device(model);
   const bool text = data.modality() == Modality::kText;
   // The shard is a property of the key, so the other shards erasing their

@@ -2,6 +2,7 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/stopwatch.h"
 #include "runtime/core/torch_compat.h"
 #include "runtime/data/batch.h"
 #include "runtime/engine/task.h"
@@ -15,11 +16,6 @@
 namespace pipet {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Point-to-point tags between neighbouring stages; messages with one tag
 // between one pair arrive in order, which is the micro-batch order.
@@ -248,7 +244,7 @@ void StageExecutor::exchange(std::vector<P2POp> ops) {
     sends_.push_back(std::move(work));  // waited at the end of the schedule
     return;
   }
-  const auto waiting = Clock::now();
+  const auto waiting = SteadyClock::now();
   work->wait(timeout_);
   wait_seconds_ += seconds_since(waiting);
 }
@@ -371,7 +367,7 @@ void StageExecutor::wait_sends() {
 // order. Checked on CPU with MpiCommunicator's NCCL rules (PIPET_NCCL_RULES).
 torch::Tensor StageExecutor::train(std::vector<MicroBatch>& micro_batches, PipelineSchedule schedule,
                                    GradientBuckets* sync) {
-  const auto started = Clock::now();
+  const auto started = SteadyClock::now();
   wait_seconds_ = 0.0;
   const int64_t count = static_cast<int64_t>(micro_batches.size());
   std::vector<Pending> pending(static_cast<size_t>(count));
