@@ -31,7 +31,7 @@
 #include "runtime/data/augment.h"
 #include "runtime/data/image_decode.h"
 #include "runtime/data/image_folder.h"
-#include "runtime/data/random.h"
+#include "runtime/core/random.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

@@ -4,7 +4,7 @@
 #include "runtime/core/errors.h"
 #include "runtime/core/files.h"
 #include "runtime/core/strings.h"
-#include "runtime/data/random.h"
+#include "runtime/core/random.h"
 
 #include <spdlog/spdlog.h>
 

@@ -4,7 +4,7 @@
 #include "runtime/core/errors.h"
 #include "runtime/data/augment.h"
 #include "runtime/data/image_decode.h"
-#include "runtime/data/random.h"
+#include "runtime/core/random.h"
 
 #include <spdlog/spdlog.h>
 

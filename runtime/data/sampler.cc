@@ -1,7 +1,7 @@
 #include "runtime/data/sampler.h"
 
 #include "runtime/core/errors.h"
-#include "runtime/data/random.h"
+#include "runtime/core/random.h"
 
 #include <algorithm>
 #include <numeric>

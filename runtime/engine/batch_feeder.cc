@@ -40,8 +40,11 @@ std::vector<int64_t> replica_share(const std::vector<int64_t>& global_indices, i
 }
 
 BatchFeeder::BatchFeeder(std::shared_ptr<const Dataset> train_data, int64_t prefetch_batches,
-                         const ComputeDevice& device)
-    : train_data_(std::move(train_data)), prefetch_batches_(prefetch_batches), device_(device) {}
+                         const ComputeDevice& device, uint64_t dropout_seed)
+    : train_data_(std::move(train_data)),
+      prefetch_batches_(prefetch_batches),
+      device_(device),
+      dropout_seed_(dropout_seed) {}
 
 BatchFeeder::~BatchFeeder() = default;
 
@@ -78,11 +81,13 @@ std::vector<MicroBatch> BatchFeeder::micro_batches(const Dataset& data, const st
   if (role.first) inputs = device_.to_device(prebuilt ? *prebuilt : batch_inputs(data.get_batch(indices, epoch)));
   torch::Tensor labels;
   if (role.last) labels = data.labels(indices).to(device_.device, /*non_blocking=*/false);
+  const torch::Tensor sample_ids = torch::tensor(indices, torch::kInt64);
   for (size_t m = 0; m < split.size(); ++m) {
     const auto [begin, length] = split[m];
     if (inputs.hidden.defined()) out[m].input = slice_inputs(inputs, begin, length);
     if (labels.defined()) out[m].labels = labels.narrow(0, begin, length);
     out[m].loss_weight = static_cast<double>(length) / static_cast<double>(global_rows);
+    out[m].dropout = DropoutKey{dropout_seed_, epoch, sample_ids.narrow(0, begin, length)};
   }
   return out;
 }

@@ -36,8 +36,10 @@ struct StageRole {
 
 class BatchFeeder {
  public:
-  // `device` outlives the feeder.
-  BatchFeeder(std::shared_ptr<const Dataset> train_data, int64_t prefetch_batches, const ComputeDevice& device);
+  // `device` outlives the feeder. `dropout_seed` keys every micro-batch's
+  // dropout masks with its rows' samples and epoch.
+  BatchFeeder(std::shared_ptr<const Dataset> train_data, int64_t prefetch_batches, const ComputeDevice& device,
+              uint64_t dropout_seed);
   ~BatchFeeder();
   BatchFeeder(const BatchFeeder&) = delete;
   BatchFeeder& operator=(const BatchFeeder&) = delete;
@@ -60,6 +62,7 @@ class BatchFeeder {
   std::shared_ptr<const Dataset> train_data_;
   int64_t prefetch_batches_;
   const ComputeDevice& device_;
+  uint64_t dropout_seed_;
   std::unique_ptr<BatchPrefetcher> prefetcher_;
   std::deque<std::pair<int64_t, std::vector<int64_t>>> queue_;  // (epoch, indices) submitted
 };

@@ -291,6 +291,9 @@ std::vector<P2POp> StageExecutor::gradient_send(const torch::Tensor& grad, int64
 Activations StageExecutor::forward(MicroBatch& micro, int64_t index, Activations a, bool keep_graph, Pending* pending,
                                    torch::Tensor* logits) {
   AutocastGuard autocast(device_.type(), autocast_dtype_);
+  // Dropout masks keyed by the rows' samples, the same on every layout.
+  std::optional<DropoutScope> draw;
+  if (micro.dropout.sample_ids.defined()) draw.emplace(micro.dropout);
   const size_t count = end_ - begin_;
   // A cached frozen-prefix output skips the sub-layers it already went through.
   const size_t start = first() ? std::max(begin_, micro.input_depth) : begin_;

@@ -11,6 +11,7 @@
 
 #include "runtime/comm/communicator.h"
 #include "runtime/core/torch_pch.h"
+#include "runtime/model/counter_dropout.h"
 #include "runtime/model/sublayer.h"
 
 #include <chrono>
@@ -48,6 +49,7 @@ struct MicroBatch {
   size_t input_depth = 0; // first stage: the sub-layer `input` is for
   torch::Tensor labels;   // last stage
   double loss_weight = 1; // rows / global batch: the micro-batch's share of the mean loss
+  DropoutKey dropout;     // every stage: the rows' draw (sample_ids undefined: torch's dropout)
 };
 
 // Sums gradients over a stage's data-parallel group in buckets of whole

@@ -213,7 +213,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world) : config_(confi
   if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
   schedule_ = std::make_unique<LrSchedule>(config_.train, total_steps_);
 
-  feeder_ = std::make_unique<BatchFeeder>(train_data_, config_.data.prefetch_batches, device_);
+  feeder_ = std::make_unique<BatchFeeder>(train_data_, config_.data.prefetch_batches, device_, config_.train.seed);
   step_settings.schedule = parse_pipeline_schedule(config_.parallel.schedule);
   step_settings.comm_timeout = comm_timeout(config_);
   step_settings.grad_clip_norm = config_.train.grad_clip_norm;

@@ -39,7 +39,7 @@ class BertEmbedding final : public SubLayer {
     // Positions are 0..S-1, so the lookup is the first S rows.
     auto embeddings = words_->forward(in.hidden) + token_types_->forward(in.token_type_ids);
     embeddings = embeddings + positions_->weight.narrow(0, 0, seq);
-    embeddings = maybe_dropout(layernorm_->forward(embeddings), dropout_, is_training());
+    embeddings = dropout(layernorm_->forward(embeddings), dropout_, 0);
     return Activations{std::move(embeddings), in.attention_mask, {}};
   }
 
@@ -151,9 +151,9 @@ class BertAttention final : public SubLayer {
     const auto& mask = require_mask(in, display_name());
     const auto additive = additive_attention_mask(mask, in.hidden.scalar_type());
     const auto context =
-        self_attention(in.hidden, qkv_, num_heads_, additive, attention_dropout_, is_training());
+        self_attention(in.hidden, qkv_, num_heads_, additive, attention_dropout_, is_training(), dropout_site(0));
     auto out = layernorm_->forward(
-        maybe_dropout(dense_->forward(context), hidden_dropout_, is_training()) + in.hidden);
+        dropout(dense_->forward(context), hidden_dropout_, 1) + in.hidden);
     return Activations{std::move(out), mask, {}};
   }
 
@@ -190,7 +190,7 @@ class BertMlp final : public SubLayer {
     check_hidden_states(in.hidden, hidden_size_, display_name());
     const auto inner = torch::gelu(intermediate_->forward(in.hidden));
     auto out = layernorm_->forward(
-        maybe_dropout(dense_->forward(inner), hidden_dropout_, is_training()) + in.hidden);
+        dropout(dense_->forward(inner), hidden_dropout_, 0) + in.hidden);
     return Activations{std::move(out), in.attention_mask, {}};
   }
 
@@ -221,7 +221,7 @@ class BertHead final : public SubLayer {
   Activations forward(const Activations& in) override {
     check_hidden_states(in.hidden, hidden_size_, display_name());
     const auto pooled = torch::tanh(pooler_->forward(in.hidden.select(1, 0)));
-    return Activations{classifier_->forward(maybe_dropout(pooled, dropout_, is_training())), {}, {}};
+    return Activations{classifier_->forward(dropout(pooled, dropout_, 0)), {}, {}};
   }
 
  private:

@@ -2,6 +2,7 @@
 
 #include "runtime/core/errors.h"
 #include "runtime/core/torch_compat.h"
+#include "runtime/model/counter_dropout.h"
 
 #include <cmath>
 #include <limits>
@@ -86,29 +87,19 @@ torch::Tensor additive_attention_mask(const torch::Tensor& mask, torch::ScalarTy
   return (1.0 - mask.to(dtype)).mul_(lowest).unsqueeze(1);
 }
 
-torch::Tensor self_attention(const torch::Tensor& x, const QkvProjections& qkv,
-                             int64_t num_heads, const torch::Tensor& additive_mask,
-                             double dropout, bool training) {
+namespace {
+
+// softmax(q k^T / sqrt(d) + mask) v with the probabilities materialised, so
+// dropout draws its counter-based mask over them. Heads as contiguous
+// [B*heads, S, d] batches for bmm. (Measured on LibTorch 1.13 CPU: one
+// concatenated q/k/v GEMM is no faster than three, and adds a weight copy
+// per step, so the projections stay separate.)
+torch::Tensor materialised_attention(const torch::Tensor& x, const QkvProjections& qkv, int64_t num_heads,
+                                     const torch::Tensor& additive_mask, double dropout_p, uint64_t dropout_site) {
   const int64_t batch = x.size(0);
   const int64_t seq = x.size(1);
   const int64_t hidden = x.size(2);
   const int64_t head_dim = hidden / num_heads;
-  const double dropout_p = training ? dropout : 0.0;
-
-#if PIPET_TORCH_HAS_SDPA
-  // The fused kernel takes the strided [B,heads,S,d] views as they are.
-  const auto heads = [&](const LinearParams& projection) {
-    return projection.forward(x).view({batch, seq, num_heads, head_dim}).transpose(1, 2);
-  };
-  c10::optional<torch::Tensor> mask;
-  if (additive_mask.defined()) mask = additive_mask.unsqueeze(1);  // [B,1,1,S]
-  const auto context = at::scaled_dot_product_attention(
-      heads(*qkv.query), heads(*qkv.key), heads(*qkv.value), mask, dropout_p, /*is_causal=*/false);
-  return context.transpose(1, 2).reshape({batch, seq, hidden});
-#else
-  // Heads as contiguous [B*heads, S, d] batches for bmm. (Measured on
-  // LibTorch 1.13 CPU: one concatenated q/k/v GEMM is no faster than three,
-  // and adds a weight copy per step, so the projections stay separate.)
   const auto heads = [&](const LinearParams& projection) {
     return projection.forward(x)
         .view({batch, seq, num_heads, head_dim})
@@ -129,12 +120,38 @@ torch::Tensor self_attention(const torch::Tensor& x, const QkvProjections& qkv,
   } else {
     scores = torch::bmm(q, k.transpose(1, 2)).mul_(scale);  // bmm's backward needs q, k only
   }
-  const auto probs = maybe_dropout(torch::softmax(scores, -1), dropout_p, training);
+  const auto probs = dropout_at(torch::softmax(scores, -1), dropout_p, dropout_p > 0.0, dropout_site);
   return torch::bmm(probs, v)
       .view({batch, num_heads, seq, head_dim})
       .transpose(1, 2)
       .reshape({batch, seq, hidden});
+}
+
+}  // namespace
+
+torch::Tensor self_attention(const torch::Tensor& x, const QkvProjections& qkv,
+                             int64_t num_heads, const torch::Tensor& additive_mask,
+                             double dropout, bool training, uint64_t dropout_site) {
+  const double dropout_p = training ? dropout : 0.0;
+#if PIPET_TORCH_HAS_SDPA
+  // Counter-based masks need the probabilities; otherwise the fused kernel
+  // takes the strided [B,heads,S,d] views as they are.
+  if (dropout_p == 0.0 || current_dropout_key() == nullptr) {
+    const int64_t batch = x.size(0);
+    const int64_t seq = x.size(1);
+    const int64_t hidden = x.size(2);
+    const int64_t head_dim = hidden / num_heads;
+    const auto heads = [&](const LinearParams& projection) {
+      return projection.forward(x).view({batch, seq, num_heads, head_dim}).transpose(1, 2);
+    };
+    c10::optional<torch::Tensor> mask;
+    if (additive_mask.defined()) mask = additive_mask.unsqueeze(1);  // [B,1,1,S]
+    const auto context = at::scaled_dot_product_attention(
+        heads(*qkv.query), heads(*qkv.key), heads(*qkv.value), mask, dropout_p, /*is_causal=*/false);
+    return context.transpose(1, 2).reshape({batch, seq, hidden});
+  }
 #endif
+  return materialised_attention(x, qkv, num_heads, additive_mask, dropout_p, dropout_site);
 }
 
 void check_hidden_states(const torch::Tensor& hidden, int64_t hidden_size, const std::string& where) {

@@ -88,15 +88,12 @@ torch::Tensor additive_attention_mask(const torch::Tensor& mask, torch::ScalarTy
 // Multi-head self-attention of x [B,S,H] up to (not including) the output
 // projection: softmax(q k^T / sqrt(d) + mask) v, heads merged back to [B,S,H].
 // `additive_mask` is [B,1,S] from additive_attention_mask, or undefined.
-// Attention-probability dropout `dropout` applies when `training`.
+// Attention-probability dropout `dropout` applies when `training`, with
+// counter-based masks of `dropout_site` under a DropoutScope (then the
+// probabilities are materialised: a fused kernel draws its own masks).
 torch::Tensor self_attention(const torch::Tensor& x, const QkvProjections& qkv,
                              int64_t num_heads, const torch::Tensor& additive_mask,
-                             double dropout, bool training);
-
-// torch::dropout, skipped entirely (no copy, no RNG draw) when it is a no-op.
-inline torch::Tensor maybe_dropout(const torch::Tensor& x, double p, bool training) {
-  return (training && p > 0.0) ? torch::dropout(x, p, true) : x;
-}
+                             double dropout, bool training, uint64_t dropout_site);
 
 // Throws ModelError unless `hidden` is [batch, seq, hidden_size] floating
 // point; `where` names the sub-layer ("block3.attention").

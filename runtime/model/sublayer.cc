@@ -1,5 +1,7 @@
 #include "runtime/model/sublayer.h"
 
+#include "runtime/model/counter_dropout.h"
+
 namespace pipet {
 
 const char* to_string(SubLayerKind kind) {
@@ -31,6 +33,14 @@ int64_t SubLayer::parameter_count() const {
   int64_t count = 0;
   for (const auto& p : parameters(/*recurse=*/true)) count += p.numel();
   return count;
+}
+
+uint64_t SubLayer::dropout_site(int index) const {
+  return pipet::dropout_site(static_cast<int>(kind_), block_, index);
+}
+
+torch::Tensor SubLayer::dropout(const torch::Tensor& x, double p, int index) const {
+  return dropout_at(x, p, is_training(), dropout_site(index));
 }
 
 }  // namespace pipet

@@ -49,6 +49,12 @@ class SubLayer : public torch::nn::Module {
   NamedTensors hf_parameters() const;
   int64_t parameter_count() const;
 
+ protected:
+  // Dropout number `index` of this sub-layer: counter-based masks keyed by
+  // its site (runtime/model/counter_dropout.h), when training.
+  uint64_t dropout_site(int index) const;
+  torch::Tensor dropout(const torch::Tensor& x, double p, int index) const;
+
  private:
   SubLayerKind kind_;
   std::string hf_prefix_;

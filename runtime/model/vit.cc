@@ -58,7 +58,7 @@ class VitEmbedding final : public SubLayer {
     auto patches = projection_->forward(in.hidden).flatten(2).transpose(1, 2);  // [B,N,H]
     auto tokens = torch::cat({cls_token_.expand({batch, -1, -1}), patches}, 1);
     tokens = tokens + position_embeddings_;
-    return Activations{maybe_dropout(tokens, dropout_, is_training()), {}, {}};
+    return Activations{dropout(tokens, dropout_, 0), {}, {}};
   }
 
  private:
@@ -117,8 +117,8 @@ class VitAttention final : public SubLayer {
   Activations forward(const Activations& in) override {
     check_hidden_states(in.hidden, hidden_size_, display_name());
     const auto context = self_attention(layernorm_before_->forward(in.hidden), qkv_, num_heads_,
-                                        torch::Tensor(), attention_dropout_, is_training());
-    auto out = in.hidden + maybe_dropout(output_->forward(context), hidden_dropout_, is_training());
+                                        torch::Tensor(), attention_dropout_, is_training(), dropout_site(0));
+    auto out = in.hidden + dropout(output_->forward(context), hidden_dropout_, 1);
     return Activations{std::move(out), {}, {}};
   }
 
@@ -154,7 +154,7 @@ class VitMlp final : public SubLayer {
   Activations forward(const Activations& in) override {
     check_hidden_states(in.hidden, hidden_size_, display_name());
     const auto inner = torch::gelu(intermediate_->forward(layernorm_after_->forward(in.hidden)));
-    auto out = in.hidden + maybe_dropout(output_->forward(inner), hidden_dropout_, is_training());
+    auto out = in.hidden + dropout(output_->forward(inner), hidden_dropout_, 0);
     return Activations{std::move(out), {}, {}};
   }
 

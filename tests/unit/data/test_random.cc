@@ -1,4 +1,4 @@
-#include "runtime/data/random.h"
+#include "runtime/core/random.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,8 @@
 // every platform, compiler and standard library. The standard distributions
 // (std::uniform_int_distribution, std::shuffle, ...) are implementation-defined,
 // so data order and augmentation would differ between a developer machine and
-// the training container; everything in runtime/data draws from this instead.
+// the training container; everything in runtime/data, and the model's dropout
+// masks (runtime/model/counter_dropout.h), draw from this instead.
 //
 // Output k of a stream is SplitMix64's finaliser applied to key + (k+1)*golden,
 // i.e. exactly SplitMix64 started at `key`. Keys are derived by hashing
@@ -37,6 +38,7 @@ enum class StreamTag : uint64_t {
   kAugment = 0x6175676d656e74ULL,    // crop/flip per (epoch, sample)
   kSyntheticImage = 0x73796e696d67ULL,
   kSyntheticText = 0x73796e747874ULL,
+  kDropout = 0x64726f706f7574ULL,     // dropout masks per (epoch, site, sample)
 };
 
 // The stream of one sample in one epoch for one purpose.
