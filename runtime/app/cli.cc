@@ -189,7 +189,7 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   train->add_option("--set,-s", options.assignments, "Override a config key: --set train.lr=3e-4 (repeatable)");
   train->add_option("--init-from", options.init_from, "Pretrained weights (safetensors, Hugging Face names)");
-  train->add_option("--resume", options.resume, "auto (default: newest checkpoint in checkpoint.dir), never, or a checkpoint directory");
+  train->add_option("--resume", options.resume, "auto (default: newest checkpoint in checkpoint.dir), never, or a checkpoint of any layout (a step directory, a part, or a checkpoint.dir)");
   train->add_option("--output,-o", options.output_dir, "Output directory (output.dir)");
 
   CLI::App* config = app.add_subcommand("config", "Describe the configuration keys or validate a config file");
@@ -203,7 +203,7 @@ int run_cli(int argc, char** argv) {
   config->require_option(1, 0);
 
   CLI::App* export_cmd = app.add_subcommand("export", "Export a checkpoint as model.safetensors + config.json (Hugging Face format)");
-  export_cmd->add_option("--checkpoint", options.checkpoint_dir, "Checkpoint directory (checkpoint.dir/step-N)")->required();
+  export_cmd->add_option("--checkpoint", options.checkpoint_dir, "A checkpoint of any layout: checkpoint.dir (its newest step), a step directory, or one rank's part (rank-R/step-N)")->required();
   export_cmd->add_option("--output,-o", options.export_dir, "Directory to write")->required();
 
   try {

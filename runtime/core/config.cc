@@ -291,7 +291,8 @@ std::vector<FieldSpec> build_schema() {
           .at_least(0),
       field(PIPET_CONFIG_FIELD(checkpoint, keep), "Complete checkpoints kept on disk.").at_least(1),
       field(PIPET_CONFIG_FIELD(checkpoint, resume),
-            "auto (latest in checkpoint.dir, if any), never, or the path of a checkpoint.")
+            "auto (latest in checkpoint.dir, if any), never, or the path of a checkpoint of any layout: a step "
+            "directory, one rank's part (`rank-R/step-N`) or a checkpoint.dir.")
           .required(),
 
       // output

@@ -41,15 +41,6 @@ std::map<std::string, torch::Tensor> load_optional(const std::string& path) {
   return load_safetensors(path);
 }
 
-template <typename T>
-T required(const nlohmann::json& json, const char* key, const std::string& source) {
-  if (!json.contains(key)) throw FormatError(source + ": field '" + key + "' is missing");
-  try {
-    return json.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(source + ": field '" + key + "' has the wrong type: " + e.what());
-  }
-}
 
 }  // namespace
 
@@ -67,18 +58,61 @@ int64_t checkpoint_step_of(const std::string& path) {
   return step;
 }
 
-namespace {
-std::string manifest_path(const std::string& dir, int64_t step) {
+std::string checkpoint_manifest_path(const std::string& dir, int64_t step) {
   return dir + "/manifest-" + step_dir_name(step) + ".json";
+}
+
+namespace {
+const std::string& manifest_path_prefix() {
+  static const std::string prefix = "manifest-";
+  return prefix;
+}
+
+// The step of "manifest-step-N.json", or -1.
+int64_t manifest_step(const std::string& name) {
+  const std::string& prefix = manifest_path_prefix();
+  const std::string suffix = ".json";
+  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  int64_t step = -1;
+  if (!parse_step_dir(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()), &step)) return -1;
+  return step;
 }
 }  // namespace
 
+std::vector<int64_t> list_checkpoint_manifest_steps(const std::string& dir) {
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const int64_t step = manifest_step(entry.path().filename().string());
+    if (step >= 0) steps.push_back(step);
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+std::vector<std::string> list_checkpoint_directories(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    int64_t step = 0;
+    if (entry.is_directory() && parse_step_dir(entry.path().filename().string(), &step)) {
+      found.emplace_back(step, entry.path().string());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> paths;
+  for (auto& [step, path] : found) paths.push_back(path);
+  return paths;
+}
+
 bool checkpoint_manifest_exists(const std::string& dir, int64_t step) {
-  return path_exists(manifest_path(dir, step));
+  return path_exists(checkpoint_manifest_path(dir, step));
 }
 
 nlohmann::json read_checkpoint_manifest(const std::string& dir, int64_t step) {
-  const std::string path = manifest_path(dir, step);
+  const std::string path = checkpoint_manifest_path(dir, step);
   try {
     return nlohmann::json::parse(read_file(path));
   } catch (const nlohmann::json::exception& e) {
@@ -87,30 +121,18 @@ nlohmann::json read_checkpoint_manifest(const std::string& dir, int64_t step) {
 }
 
 void write_checkpoint_manifest(const std::string& dir, int64_t step, const nlohmann::json& manifest) {
-  write_file_atomic(manifest_path(dir, step), manifest.dump(2) + "\n");
+  write_file_atomic(checkpoint_manifest_path(dir, step), manifest.dump(2) + "\n");
 }
 
 void prune_checkpoint_manifests(const std::string& dir, const std::vector<std::string>& kept) {
   std::vector<int64_t> kept_steps;
   for (const std::string& path : kept) kept_steps.push_back(checkpoint_step_of(path));
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    const std::string prefix = "manifest-";
-    const std::string suffix = ".json";
-    if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    int64_t step = -1;
-    if (!parse_step_dir(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()), &step))
-      continue;
-    if (std::find(kept_steps.begin(), kept_steps.end(), step) == kept_steps.end()) {
-      std::error_code remove_error;
-      fs::remove(entry.path(), remove_error);
-      if (remove_error)
-        spdlog::warn("[checkpoint] cannot remove old manifest {}: {}", entry.path().string(),
-                     remove_error.message());
-    }
+  for (const int64_t step : list_checkpoint_manifest_steps(dir)) {
+    if (std::find(kept_steps.begin(), kept_steps.end(), step) != kept_steps.end()) continue;
+    const std::string path = checkpoint_manifest_path(dir, step);
+    std::error_code remove_error;
+    fs::remove(path, remove_error);
+    if (remove_error) spdlog::warn("[checkpoint] cannot remove old manifest {}: {}", path, remove_error.message());
   }
 }
 
@@ -141,40 +163,40 @@ nlohmann::json trainer_state_to_json(const TrainerState& s) {
 TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw FormatError(source + ": trainer state is not a JSON object");
   TrainerState s;
-  s.step = required<int64_t>(j, "step", source);
-  s.epoch = required<int64_t>(j, "epoch", source);
-  s.sampler_position = required<int64_t>(j, "sampler_position", source);
-  s.samples_seen = required<int64_t>(j, "samples_seen", source);
-  s.elapsed_seconds = required<double>(j, "elapsed_seconds", source);
-  s.has_best = required<bool>(j, "has_best", source);
-  s.best_metric = required<double>(j, "best_metric", source);
-  s.evals_without_improvement = required<int64_t>(j, "evals_without_improvement", source);
-  s.frozen_prefix = required<int64_t>(j, "frozen_prefix", source);
-  s.pipeline_stages = required<int64_t>(j, "pipeline_stages", source);
-  s.micro_batches = required<int64_t>(j, "micro_batches", source);
+  s.step = required_field<int64_t>(j, "step", source);
+  s.epoch = required_field<int64_t>(j, "epoch", source);
+  s.sampler_position = required_field<int64_t>(j, "sampler_position", source);
+  s.samples_seen = required_field<int64_t>(j, "samples_seen", source);
+  s.elapsed_seconds = required_field<double>(j, "elapsed_seconds", source);
+  s.has_best = required_field<bool>(j, "has_best", source);
+  s.best_metric = required_field<double>(j, "best_metric", source);
+  s.evals_without_improvement = required_field<int64_t>(j, "evals_without_improvement", source);
+  s.frozen_prefix = required_field<int64_t>(j, "frozen_prefix", source);
+  s.pipeline_stages = required_field<int64_t>(j, "pipeline_stages", source);
+  s.micro_batches = required_field<int64_t>(j, "micro_batches", source);
   // Absent in checkpoints written before freezing existed: no decision yet.
-  if (j.contains("freeze_decisions")) s.freeze_decisions = required<int64_t>(j, "freeze_decisions", source);
-  if (j.contains("freeze_bound")) s.freeze_bound = required<double>(j, "freeze_bound", source);
+  if (j.contains("freeze_decisions")) s.freeze_decisions = required_field<int64_t>(j, "freeze_decisions", source);
+  if (j.contains("freeze_bound")) s.freeze_bound = required_field<double>(j, "freeze_bound", source);
   // Absent before smoothing and batch policies existed: an empty window and
   // the batch policy that was the only one.
   if (j.contains("freeze_interval_sums"))
-    s.freeze_interval_sums = required<std::vector<double>>(j, "freeze_interval_sums", source);
+    s.freeze_interval_sums = required_field<std::vector<double>>(j, "freeze_interval_sums", source);
   if (j.contains("freeze_interval_steps"))
-    s.freeze_interval_steps = required<int64_t>(j, "freeze_interval_steps", source);
+    s.freeze_interval_steps = required_field<int64_t>(j, "freeze_interval_steps", source);
   if (j.contains("freeze_window_sums"))
-    s.freeze_window_sums = required<std::vector<std::vector<double>>>(j, "freeze_window_sums", source);
+    s.freeze_window_sums = required_field<std::vector<std::vector<double>>>(j, "freeze_window_sums", source);
   if (j.contains("freeze_window_steps"))
-    s.freeze_window_steps = required<std::vector<int64_t>>(j, "freeze_window_steps", source);
+    s.freeze_window_steps = required_field<std::vector<int64_t>>(j, "freeze_window_steps", source);
   if (s.freeze_window_sums.size() != s.freeze_window_steps.size()) {
     throw FormatError(source + ": freeze_window_sums has " + std::to_string(s.freeze_window_sums.size()) +
                       " intervals but freeze_window_steps " + std::to_string(s.freeze_window_steps.size()));
   }
-  if (j.contains("batch_policy")) s.batch_policy = required<std::string>(j, "batch_policy", source);
-  if (j.contains("global_batch")) s.global_batch = required<int64_t>(j, "global_batch", source);
-  if (j.contains("lr_scale")) s.lr_scale = required<double>(j, "lr_scale", source);
+  if (j.contains("batch_policy")) s.batch_policy = required_field<std::string>(j, "batch_policy", source);
+  if (j.contains("global_batch")) s.global_batch = required_field<int64_t>(j, "global_batch", source);
+  if (j.contains("lr_scale")) s.lr_scale = required_field<double>(j, "lr_scale", source);
   // Absent before the partition counted the frozen forward: nothing served.
   if (j.contains("cache_served_share")) {
-    s.cache_served_share = required<double>(j, "cache_served_share", source);
+    s.cache_served_share = required_field<double>(j, "cache_served_share", source);
     if (!(s.cache_served_share >= 0.0 && s.cache_served_share <= 1.0))
       throw FormatError(source + ": cache_served_share " + j.at("cache_served_share").dump() +
                         " is outside [0, 1]");
@@ -241,20 +263,7 @@ std::string Checkpointer::save(const CheckpointData& data) {
   return final_path.string();
 }
 
-std::vector<std::string> Checkpointer::list() const {
-  std::vector<std::pair<int64_t, std::string>> found;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    int64_t step = 0;
-    if (entry.is_directory() && parse_step_dir(entry.path().filename().string(), &step)) {
-      found.emplace_back(step, entry.path().string());
-    }
-  }
-  std::sort(found.begin(), found.end());
-  std::vector<std::string> paths;
-  for (auto& [step, path] : found) paths.push_back(path);
-  return paths;
-}
+std::vector<std::string> Checkpointer::list() const { return list_checkpoint_directories(dir_); }
 
 void Checkpointer::prune() {
   std::vector<std::string> all = list();
@@ -300,7 +309,7 @@ LoadedCheckpoint Checkpointer::load(const std::string& path) {
   out.state = trainer_state_from_json(state.value("trainer", nlohmann::json()), state_path + " (trainer)");
   out.model_config = state.value("model_config", nlohmann::json());
   out.train_config = state.value("train_config", nlohmann::json());
-  out.optimizer_name = required<std::string>(state, "optimizer", state_path);
+  out.optimizer_name = required_field<std::string>(state, "optimizer", state_path);
   out.model = load_safetensors((dir / "model.safetensors").string());
   out.optimizer = load_safetensors((dir / "optimizer.safetensors").string());
   out.rng = load_optional((dir / "rng.safetensors").string());

@@ -9,6 +9,7 @@
 // new one is in place (checkpoint.keep of them remain).
 #pragma once
 
+#include "runtime/core/errors.h"
 #include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
@@ -55,6 +56,18 @@ struct TrainerState {
   double cache_served_share = 0.0;
 };
 
+// json[key] as T; FormatError naming `source` and the field when it is
+// missing or of another type.
+template <typename T>
+T required_field(const nlohmann::json& json, const char* key, const std::string& source) {
+  if (!json.contains(key)) throw FormatError(source + ": field '" + key + "' is missing");
+  try {
+    return json.at(key).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(source + ": field '" + key + "' has the wrong type: " + e.what());
+  }
+}
+
 nlohmann::json trainer_state_to_json(const TrainerState& state);
 // Throws FormatError naming `source` and the field.
 TrainerState trainer_state_from_json(const nlohmann::json& json, const std::string& source);
@@ -88,7 +101,12 @@ std::string rank_directory_name(int rank);
 std::string checkpoint_directory_name(int64_t step);
 // The step of a checkpoint directory path ("…/step-0000000200" -> 200), or -1.
 int64_t checkpoint_step_of(const std::string& path);
+std::string checkpoint_manifest_path(const std::string& dir, int64_t step);
 bool checkpoint_manifest_exists(const std::string& dir, int64_t step);
+// The steps with a manifest in `dir`, ascending.
+std::vector<int64_t> list_checkpoint_manifest_steps(const std::string& dir);
+// The complete step-N directories in `dir`, oldest first.
+std::vector<std::string> list_checkpoint_directories(const std::string& dir);
 // Throws FormatError naming the file when it is unreadable or not JSON.
 nlohmann::json read_checkpoint_manifest(const std::string& dir, int64_t step);
 void write_checkpoint_manifest(const std::string& dir, int64_t step, const nlohmann::json& manifest);

@@ -65,6 +65,13 @@ void ElasticController::restore(int frozen_blocks, int stages, double served_sha
   apply(stages, frozen_blocks, {});
 }
 
+void ElasticController::restore_onto(int frozen_blocks, double served_share) {
+  const int stages = frozen_blocks > 0 ? planner_.stages_after_freeze(layout_->stages(), frozen_blocks, world_.size(),
+                                                                      world_.rank() == 0)
+                                       : layout_->stages();
+  restore(frozen_blocks, stages, served_share);
+}
+
 void ElasticController::record_step(double seconds, int64_t rows) {
   if (!tuner_) return;
   if (const std::optional<int64_t> m = tuner_->record(seconds, rows)) layout_->set_micro_batches(*m);

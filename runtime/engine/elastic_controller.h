@@ -60,6 +60,9 @@ class ElasticController {
   // A resumed run: the layout its checkpoint parts were written in, before
   // they are loaded. Collective.
   void restore(int frozen_blocks, int stages, double served_share);
+  // A run resumed onto another layout: the stages AutoPipe compresses this
+  // job's K0 to for `frozen_blocks`, as a transition would. Collective.
+  void restore_onto(int frozen_blocks, double served_share);
 
   // A decision point (`when` for the logs) at `epoch` and `step`: the freeze
   // decision and, on a change of f, the transition above; AutoCache decides

@@ -5,7 +5,7 @@
 #include "runtime/core/files.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/safetensors_torch.h"
-#include "runtime/engine/checkpoint.h"
+#include "runtime/engine/saved_step.h"
 #include "runtime/model/model.h"
 
 namespace pipet {
@@ -18,13 +18,26 @@ void export_hf_model(const TransformerModel& model, const std::string& dir, cons
                model.hf_parameters().size());
 }
 
-void export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir) {
-  LoadedCheckpoint checkpoint = Checkpointer::load(checkpoint_dir);
-  ModelSpec spec = spec_from_hf_config(checkpoint.model_config,
-                                       checkpoint_dir + "/trainer_state.json (model_config)");
+void export_checkpoint(const std::string& checkpoint, const std::string& out_dir) {
+  // Any layout: the model's tensors from whichever parts hold them.
+  SavedStep saved = resolve_saved_step(checkpoint);
+  std::map<std::string, torch::Tensor> weights;
+  nlohmann::json model_config;
+  std::string config_source;
+  for (int part = 0; part < static_cast<int>(saved.parts.size()); ++part) {
+    LoadedCheckpoint loaded = open_part(saved, part);
+    if (part == 0) {
+      model_config = loaded.model_config;
+      config_source = loaded.path + "/trainer_state.json (model_config)";
+    }
+    for (auto& [name, tensor] : loaded.model) weights.emplace(name, tensor);
+  }
+  ModelSpec spec = spec_from_hf_config(model_config, config_source);
   TransformerModel model(spec);
-  model.load_hf_parameters(checkpoint.model, checkpoint_dir + "/model.safetensors",
+  model.load_hf_parameters(weights, saved.source + " (model tensors of " + std::to_string(saved.parts.size()) +
+                                        (saved.parts.size() == 1 ? " part)" : " parts)"),
                            /*allow_head_reinit=*/false);
+  spdlog::info("[export] step {} saved on {}", saved.step, saved.layout_text());
   export_hf_model(model, out_dir, "--output");
 }
 

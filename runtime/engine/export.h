@@ -13,9 +13,10 @@ class TransformerModel;
 void export_hf_model(const TransformerModel& model, const std::string& dir,
                      const std::string& what = "output.dir");
 
-// Exports the model of a checkpoint directory (for `pipetransformer export`).
-// The weights are checked against the checkpoint's config.json by loading
-// them into a model of that shape first.
-void export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir);
+// Exports the model of a checkpoint (for `pipetransformer export`) written
+// on any layout: a step directory, one part of a multi-rank step, or a
+// checkpoint.dir (its newest step). The weights are checked against the
+// checkpoint's config.json by loading them into a model of that shape first.
+void export_checkpoint(const std::string& checkpoint, const std::string& out_dir);
 
 }  // namespace pipet

@@ -2,13 +2,15 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <sstream>
 
+#include "runtime/comm/collectives.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
-#include "runtime/engine/stage_layout.h"
 
 namespace pipet {
 namespace {
@@ -40,6 +42,66 @@ void restore_rng(const std::map<std::string, torch::Tensor>& rng, const std::str
   }
 }
 
+const LoadedCheckpoint& ResumePoint::primary() const {
+  auto own = parts.find(own_part);
+  return own != parts.end() ? own->second : parts.begin()->second;
+}
+
+namespace {
+
+// The part `name` is read from: the own part when it holds it, else the
+// lowest opened one; -1 when none.
+int reading_part(const std::map<std::string, SavedTensor>& names, const std::map<int, LoadedCheckpoint>& parts,
+                 int own_part, const std::string& name) {
+  auto it = names.find(name);
+  if (it == names.end()) return -1;
+  int chosen = -1;
+  for (int part : it->second.parts) {
+    if (parts.count(part) == 0) continue;
+    if (part == own_part) return part;
+    if (chosen < 0 || part < chosen) chosen = part;
+  }
+  return chosen;
+}
+
+torch::Tensor tensor_of(const std::map<std::string, torch::Tensor>& held, const std::string& name) {
+  auto it = held.find(name);
+  return it == held.end() ? torch::Tensor() : it->second;
+}
+
+// One rank's tensor names and shapes as lines "<kind>\t<name>\t<d0,d1,...>".
+std::string describe_tensors(const NamedTensors& model, const NamedTensors& optimizer) {
+  std::string out;
+  const auto add = [&](char kind, const NamedTensors& tensors) {
+    for (const auto& [name, tensor] : tensors) {
+      out += kind;
+      out += '\t' + name + '\t';
+      for (int64_t d = 0; d < tensor.dim(); ++d) out += (d ? "," : "") + std::to_string(tensor.size(d));
+      out += '\n';
+    }
+  };
+  add('m', model);
+  add('o', optimizer);
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor ResumePoint::model_tensor(const std::string& name) const {
+  const int part = reading_part(saved.model, parts, own_part, name);
+  return part < 0 ? torch::Tensor() : tensor_of(parts.at(part).model, name);
+}
+
+torch::Tensor ResumePoint::optimizer_tensor(const std::string& name) const {
+  const int part = reading_part(saved.optimizer, parts, own_part, name);
+  return part < 0 ? torch::Tensor() : tensor_of(parts.at(part).optimizer, name);
+}
+
+std::string ResumePoint::model_file(const std::string& name) const {
+  const int part = reading_part(saved.model, parts, own_part, name);
+  return (part < 0 ? primary().path : parts.at(part).path) + "/model.safetensors";
+}
+
 RunCheckpoints::RunCheckpoints(const CheckpointConfig& config, Communicator& world)
     : dir_(config.dir), world_(world) {
   if (dir_.empty()) return;
@@ -52,21 +114,38 @@ RunCheckpoints::RunCheckpoints(const CheckpointConfig& config, Communicator& wor
 
 RunCheckpoints::~RunCheckpoints() = default;
 
-std::string RunCheckpoints::save(const CheckpointData& data, int stages, int replicas, int64_t micro_batches) {
+std::string RunCheckpoints::save(const CheckpointData& data, int stages, int replicas, int initial_stages,
+                                 int64_t micro_batches) {
   if (!checkpointer_) return "";
   const std::string path = checkpointer_->save(data);
   const int64_t step = data.state.step;
   if (world_.size() > 1) {
-    // The manifest ties the parts together: written once every rank's part is
-    // in place, by the first rank of each host (no shared filesystem needed).
-    world_.barrier();
+    // Every part's names and shapes; gathered once every part is in place,
+    // so the manifest written after it ties complete parts together. The
+    // first rank of each host writes it (no shared filesystem needed).
+    const std::string mine = describe_tensors(data.model, data.optimizer);
+    torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
+    if (!mine.empty()) std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+    const std::vector<torch::Tensor> all = all_gather_variable(world_, bytes);
     if (local_rank_leader(world_.rank())) {
-      nlohmann::json manifest = {{"step", step},
-                                 {"world_size", world_.size()},
-                                 {"pipeline_stages", stages},
-                                 {"replicas", replicas},
-                                 {"micro_batches", micro_batches}};
-      write_checkpoint_manifest(dir_, step, manifest);
+      std::vector<std::vector<std::string>> model(all.size()), optimizer(all.size());
+      std::map<std::string, std::vector<int64_t>> shapes;
+      for (size_t rank = 0; rank < all.size(); ++rank) {
+        std::istringstream lines(std::string(reinterpret_cast<const char*>(all[rank].data_ptr()), all[rank].numel()));
+        for (std::string line; std::getline(lines, line);) {
+          const size_t tab1 = line.find('\t');
+          const size_t tab2 = line.find('\t', tab1 + 1);
+          const std::string name = line.substr(tab1 + 1, tab2 - tab1 - 1);
+          (line[0] == 'm' ? model : optimizer)[rank].push_back(name);
+          std::vector<int64_t>& shape = shapes[name];
+          shape.clear();
+          std::istringstream dims(line.substr(tab2 + 1));
+          for (std::string d; std::getline(dims, d, ',');) shape.push_back(std::stoll(d));
+        }
+      }
+      write_checkpoint_manifest(dir_, step,
+                                manifest_json(step, world_.size(), stages, replicas, initial_stages, micro_batches,
+                                              model, optimizer, shapes));
     }
     world_.barrier();
     if (local_rank_leader(world_.rank())) prune_checkpoint_manifests(dir_, checkpointer_->list());
@@ -75,79 +154,90 @@ std::string RunCheckpoints::save(const CheckpointData& data, int stages, int rep
   return path;
 }
 
-std::optional<LoadedCheckpoint> RunCheckpoints::load_for_resume(const std::string& resume) {
-  // Which checkpoint: an explicit path (single rank) or the newest step that
-  // every rank holds complete, agreed over the world.
-  std::vector<std::string> candidates;
-  if (resume != "auto") {
-    if (world_.size() > 1)
-      throw ConfigError("checkpoint.resume: a path names one rank's checkpoint; a " + std::to_string(world_.size()) +
-                        "-rank job resumes with 'auto' from checkpoint.dir");
-    candidates.push_back(resume);
-  } else if (checkpointer_) {
-    std::vector<std::string> own = checkpointer_->list();
-    if (world_.size() > 1) {
-      // Newest first, at most 64 steps per rank, -1 padded.
-      constexpr int64_t kSlots = 64;
-      torch::Tensor steps = torch::full({kSlots}, -1, torch::kInt64);
-      int64_t slot = 0;
-      for (auto it = own.rbegin(); it != own.rend() && slot < kSlots; ++it) {
-        const int64_t step = checkpoint_step_of(*it);
-        if (step >= 0 && checkpoint_manifest_exists(dir_, step)) steps[slot++] = step;
-      }
-      const torch::Tensor all = world_.all_gather(steps);
-      for (int64_t i = 0; i < kSlots; ++i) {
-        const int64_t step = all[world_.rank()][i].item<int64_t>();
-        if (step < 0) break;
-        if (all.eq(step).any(1).all().item<bool>())
-          candidates.push_back(checkpointer_->dir() + "/" + checkpoint_directory_name(step));
-      }
+std::optional<ResumePoint> RunCheckpoints::open(const SavedStep& step, int initial_stages,
+                                                std::string* failure) const {
+  ResumePoint point;
+  point.saved = step;
+  const int rank = world_.rank();
+  const bool same_world = step.world_size == world_.size();
+  // Without a recorded starting K (version 1, a single rank), the saved K
+  // is the layout's when it is at most this job's (freezing compresses).
+  point.same_layout = same_world && (step.initial_stages >= 0 ? step.initial_stages == initial_stages
+                                                                : step.stages <= initial_stages);
+  point.own_part = rank < step.world_size ? rank : -1;
+  try {
+    if (point.same_layout) {
+      point.parts.emplace(rank, open_part(point.saved, rank));
     } else {
-      candidates.assign(own.rbegin(), own.rend());
+      for (int part = 0; part < step.world_size; ++part) point.parts.emplace(part, open_part(point.saved, part));
+    }
+  } catch (const IoError& e) {
+    *failure = e.what();
+    return std::nullopt;
+  }
+  return point;
+}
+
+std::optional<ResumePoint> RunCheckpoints::load_for_resume(const std::string& resume, int initial_stages) {
+  // Candidates, newest first, as keys 2*step + 1 (a manifest: a multi-rank
+  // step) or 2*step (a single-rank step directory in checkpoint.dir).
+  std::vector<int64_t> keys;
+  if (resume == "auto" && !dir_.empty()) {
+    for (const int64_t step : list_checkpoint_manifest_steps(dir_)) keys.push_back(2 * step + 1);
+    for (const std::string& single : list_checkpoint_directories(dir_)) keys.push_back(2 * checkpoint_step_of(single));
+    std::sort(keys.rbegin(), keys.rend());
+    if (world_.size() > 1) {
+      // The steps every rank sees (hosts may hold their own copies).
+      constexpr int64_t kSlots = 64;
+      torch::Tensor mine = torch::full({kSlots}, -1, torch::kInt64);
+      for (size_t i = 0; i < keys.size() && i < static_cast<size_t>(kSlots); ++i) mine[i] = keys[i];
+      const torch::Tensor all = world_.all_gather(mine);
+      std::vector<int64_t> common;
+      for (const int64_t key : keys)
+        if (all.eq(key).any(1).all().item<bool>()) common.push_back(key);
+      keys = common;
     }
   }
+  const auto saved_step = [&](int64_t key) {
+    const int64_t step = key / 2;
+    return key % 2 == 1 ? saved_step_from_manifest(dir_, step)
+                        : saved_step_from_directory(dir_ + "/" + checkpoint_directory_name(step));
+  };
 
-  for (const std::string& path : candidates) {
-    std::optional<LoadedCheckpoint> checkpoint;
+  const size_t count = resume == "auto" ? keys.size() : 1;
+  std::string last_failure;
+  for (size_t i = 0; i < count; ++i) {
     std::string failure;
+    std::optional<ResumePoint> point;
+    std::string what = resume == "auto" ? "step " + std::to_string(keys[i] / 2) : resume;
     try {
-      checkpoint = Checkpointer::load(path);
+      // An explicit path must be there: its errors are the job's.
+      const SavedStep step = resume == "auto" ? saved_step(keys[i]) : resolve_saved_step(resume);
+      point = open(step, initial_stages, &failure);
     } catch (const IoError& e) {
-      if (resume != "auto") throw;
       failure = e.what();
     }
     // Every rank must resume from the same step: one failure moves all of
-    // them to the next older candidate.
+    // them to the next older candidate (an explicit path fails them all).
     torch::Tensor failed = torch::tensor({failure.empty() ? 0.0 : 1.0}, torch::kDouble);
     world_.all_reduce(failed);
     if (failed.item<double>() > 0) {
-      if (!failure.empty()) spdlog::warn("[checkpoint] skipping {}: {}", path, failure);
+      if (resume != "auto")
+        throw IoError("checkpoint.resume '" + resume + "': " +
+                      (failure.empty() ? std::string("another rank could not open it (see its error)") : failure));
+      if (!failure.empty()) {
+        spdlog::warn("[checkpoint] skipping {}: {}", what, failure);
+        last_failure = failure;
+      }
       continue;
     }
-    return checkpoint;
+    return point;
   }
-  if (!candidates.empty())
-    throw IoError("checkpoint.dir '" + dir_ + "': none of the " + std::to_string(candidates.size()) +
-                  " checkpoints could be loaded (see the warnings above)");
+  if (count > 0)
+    throw IoError("checkpoint.dir '" + dir_ + "': none of the " + std::to_string(count) +
+                  " checkpoints could be loaded; the newest failure: " +
+                  (last_failure.empty() ? std::string("on another rank (see its warning)") : last_failure));
   return std::nullopt;
-}
-
-void RunCheckpoints::check_layout(const TrainerState& saved, int stages, int replicas, bool elastic) const {
-  if (world_.size() == 1) return;
-  const nlohmann::json manifest = read_checkpoint_manifest(dir_, saved.step);
-  const int64_t saved_stages = manifest.value("pipeline_stages", int64_t{-1});
-  const int64_t ranks = manifest.value("world_size", int64_t{-1});
-  // Freezing may have compressed the pipeline: the checkpoint's K is valid
-  // when it divides the same rank count.
-  const bool elastic_layout =
-      elastic && saved_stages == saved.pipeline_stages && saved_stages >= 1 && saved_stages <= stages;
-  if (ranks != world_.size() || (saved_stages != stages && !elastic_layout)) {
-    throw ConfigError("checkpoint.dir '" + dir_ + "' holds step " + std::to_string(saved.step) + " written by " +
-                      std::to_string(ranks) + " ranks as " +
-                      layout_text(saved_stages, ranks / std::max<int64_t>(saved_stages, 1)) + ", but this job is " +
-                      std::to_string(world_.size()) + " ranks as " + layout_text(stages, replicas) +
-                      "; resume with the same parallel.pipeline_stages and rank count");
-  }
 }
 
 }  // namespace pipet

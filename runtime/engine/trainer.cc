@@ -208,6 +208,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world) : config_(confi
   elastic_ = std::make_unique<ElasticController>(std::move(layout), std::move(planner), std::move(freeze),
                                                  std::move(tuner), cache_.get(), *world_, *model_, *sampler_,
                                                  config_.parallel.schedule);
+  initial_stages_ = elastic_->layout().stages();
   steps_per_epoch_ = sampler_->batches_per_epoch();
   total_steps_ = steps_per_epoch_ * config_.train.epochs;
   if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
@@ -269,80 +270,101 @@ const TrainerState& Trainer::state() const {
 EvalResult Trainer::evaluate() { return evaluator_->run(*model_, elastic_->layout()); }
 
 void Trainer::resume(const std::string& resume) {
-  const std::optional<LoadedCheckpoint> checkpoint = checkpoints_->load_for_resume(resume);
-  if (!checkpoint) return;
-  const std::string& path = checkpoint->path;
-  const TrainerState& saved = checkpoint->state;
-  FreezeController* freeze = elastic_->freeze();
-  checkpoints_->check_layout(saved, elastic_->layout().stages(), elastic_->layout().groups().replicas(),
-                             freeze != nullptr);
-  if (saved.frozen_prefix != 0 || saved.pipeline_stages != elastic_->layout().stages()) {
-    if (!freeze)
-      throw ConfigError("checkpoint '" + path + "' has " + std::to_string(saved.frozen_prefix) +
-                        " frozen blocks; resume it with the same freeze.policy");
-    // The layout the parts were written in, before loading them.
-    elastic_->restore(static_cast<int>(saved.frozen_prefix), static_cast<int>(saved.pipeline_stages),
-                      saved.cache_served_share);
-  }
-  if (freeze) freeze->restore_policy(saved);
-  const std::string differences = architecture_differences(checkpoint->model_config, hf_config_json(model_->spec()));
+  // The run's K0: the layout a same-layout resume rebuilds from.
+  const int initial_stages = initial_stages_;
+  const std::optional<ResumePoint> point = checkpoints_->load_for_resume(resume, initial_stages);
+  if (!point) return;
+  const LoadedCheckpoint& primary = point->primary();
+  const std::string& path = point->saved.source;
+  TrainerState saved = primary.state;
+  const std::string differences = architecture_differences(primary.model_config, hf_config_json(model_->spec()));
   if (!differences.empty())
-    throw ModelError("checkpoint '" + path + "' was written for a different model: " + differences);
-  const StageLayout& layout = elastic_->layout();
-  if (checkpoint->optimizer_name != layout.optimizer().name()) {
-    throw ConfigError("train.optimizer: the checkpoint '" + path + "' holds " + checkpoint->optimizer_name +
-                      " state but the configuration asks for " + layout.optimizer().name());
+    throw ModelError("checkpoint '" + path + "' was written for a different model: " +
+                     first_tensor_difference(point->saved, model_->hf_parameters()) + "; " + differences);
+  if (primary.optimizer_name != elastic_->layout().optimizer().name()) {
+    throw ConfigError("train.optimizer: the checkpoint '" + path + "' holds " + primary.optimizer_name +
+                      " state but the configuration asks for " + elastic_->layout().optimizer().name());
   }
-  // The statistics the next decisions see: this rank's open interval and
-  // the smoothing window's past intervals, so they decide as uninterrupted.
-  if (freeze) freeze->restore_statistics(saved, path + "/trainer_state.json");
   if (saved.batch_policy != config_.autodp.batch_policy) {
     throw ConfigError("autodp.batch_policy: checkpoint '" + path + "' was written with " + saved.batch_policy +
                       " but the configuration asks for " + config_.autodp.batch_policy +
                       "; resume with the same policy (it decides the batch and LR of every layout)");
   }
+  FreezeController* freeze = elastic_->freeze();
+  if (!freeze && (saved.frozen_prefix != 0 || (point->same_layout && saved.pipeline_stages != initial_stages)))
+    throw ConfigError("checkpoint '" + path + "' has " + std::to_string(saved.frozen_prefix) +
+                      " frozen blocks on " + std::to_string(saved.pipeline_stages) +
+                      " stages; resume it with the same freeze.policy");
+  if (point->same_layout) {
+    // The layout the parts were written in, before loading them.
+    if (saved.frozen_prefix != 0 || saved.pipeline_stages != initial_stages)
+      elastic_->restore(static_cast<int>(saved.frozen_prefix), static_cast<int>(saved.pipeline_stages),
+                        saved.cache_served_share);
+  } else {
+    // Another layout: AutoPipe plans this job's stages for the frozen prefix.
+    elastic_->restore_onto(static_cast<int>(saved.frozen_prefix), saved.cache_served_share);
+    // The open interval's statistics, summed over the saving ranks as the
+    // next decision's all-reduce would have: rank 0 carries them.
+    std::vector<double> totals(saved.freeze_interval_sums.size(), 0.0);
+    if (world_->rank() == 0)
+      for (const auto& [part, loaded] : point->parts)
+        for (size_t b = 0; b < totals.size() && b < loaded.state.freeze_interval_sums.size(); ++b)
+          totals[b] += loaded.state.freeze_interval_sums[b];
+    saved.freeze_interval_sums = totals;
+  }
+  if (freeze) {
+    freeze->restore_policy(saved);
+    // The statistics the next decisions see: the open interval and the
+    // smoothing window's past intervals, so they decide as uninterrupted.
+    freeze->restore_statistics(saved, primary.path + "/trainer_state.json");
+  }
+  const StageLayout& layout = elastic_->layout();
   // The LR schedule and the run's length count steps of the saved batch
   // (keep_global_batch) or samples in steps of it (scale_lr): another
   // batch would silently shift both. Checkpoints from before the batch was
   // recorded (0) are taken as they are.
   if (saved.global_batch != 0 && saved.global_batch != layout.global_batch()) {
     throw ConfigError("train.batch_size: checkpoint '" + path + "' trained with a global batch of " +
-                      std::to_string(saved.global_batch) + " in this layout, the configuration gives " +
-                      std::to_string(layout.global_batch()) + " (autodp.batch_policy " +
-                      config_.autodp.batch_policy + "); resume with the same train.batch_size");
+                      std::to_string(saved.global_batch) + " in its layout, this job's " +
+                      layout_text(layout.stages(), layout.active_replicas()) + " gives " +
+                      std::to_string(layout.global_batch()) + " (autodp.batch_policy " + config_.autodp.batch_policy +
+                      (config_.autodp.batch_policy == "scale_lr" ? ", which ties the batch to the replica count" : "") +
+                      "); resume with the same train.batch_size and replicas");
   }
-  // This rank's sub-layers: exactly the tensors the checkpoint part holds.
-  const std::string model_file = path + "/model.safetensors";
-  std::vector<std::string> missing;
-  size_t matched = 0;
+  // This rank's sub-layers, by name, from whichever parts hold them.
   {
     torch::NoGradGuard no_grad;
     for (auto& [name, param] : layout.stage_parameters()) {
-      auto it = checkpoint->model.find(name);
-      if (it == checkpoint->model.end()) {
-        missing.push_back(name);
-        continue;
-      }
-      if (!it->second.sizes().equals(param.sizes()))
-        throw ModelError(model_file + ": tensor '" + name + "' has shape " + shape_string(it->second.sizes()) +
-                         ", the model expects " + shape_string(param.sizes()));
-      param.copy_(it->second);
-      ++matched;
+      const torch::Tensor stored = point->model_tensor(name);
+      if (!stored.defined())
+        throw ModelError("checkpoint '" + path + "' holds no tensor '" + name + "' (stage " +
+                         std::to_string(layout.stage()) + " of " +
+                         layout_text(layout.stages(), layout.active_replicas()) + " needs it)");
+      if (!stored.sizes().equals(param.sizes()))
+        throw ModelError(point->model_file(name) + ": tensor '" + name + "' has shape " +
+                         shape_string(stored.sizes()) + ", the model expects " + shape_string(param.sizes()));
+      param.copy_(stored);
     }
   }
-  if (!missing.empty() || matched != checkpoint->model.size()) {
-    throw ModelError(model_file + " does not hold exactly the sub-layers of stage " + std::to_string(layout.stage()) +
-                     " (" + std::to_string(missing.size()) + " missing, e.g. '" +
-                     (missing.empty() ? std::string("-") : missing.front()) + "'; " +
-                     std::to_string(checkpoint->model.size() - matched) +
-                     " unexpected); was it written with another layout?");
-  }
-  layout.optimizer().load_state(checkpoint->optimizer, path + "/optimizer.safetensors");
-  restore_rng(checkpoint->rng, path + "/rng.safetensors");
+  std::map<std::string, torch::Tensor> slots;
+  for (const auto& [name, param] : layout.optimizer().parameters())
+    for (const std::string& slot : layout.optimizer().slot_names()) {
+      const torch::Tensor stored = point->optimizer_tensor(name + "/" + slot);
+      if (stored.defined()) slots.emplace(name + "/" + slot, stored);
+    }
+  layout.optimizer().load_state(slots, path + " (optimizer state)");
+  // The torch generator only draws for a model driven outside the executor
+  // (counter-based dropout needs none): a rank's own, when it had one.
+  if (point->same_layout) restore_rng(primary.rng, primary.path + "/rng.safetensors");
   progress_ = saved;
-  if (is_rank0())
-    spdlog::info("[checkpoint] resumed from {} at step {}, epoch {} (+{} samples)", path, progress_.step,
-                 progress_.epoch, progress_.sampler_position);
+  if (is_rank0()) {
+    spdlog::info("[checkpoint] resumed step {} saved on {} onto {} rank{} ({}x{}) from {}, epoch {} (+{} samples)",
+                 progress_.step, point->saved.layout_text(), world_->size(), world_->size() == 1 ? "" : "s",
+                 layout.stages(), layout.active_replicas(), path, progress_.epoch, progress_.sampler_position);
+    if (cache_ && layout.frozen_blocks() > 0)
+      spdlog::info("[autocache] starts empty after the resume: the frozen prefix's outputs are computed, and "
+                   "cached again, as samples come");
+  }
 }
 
 std::string Trainer::save_checkpoint() {
@@ -355,7 +377,7 @@ std::string Trainer::save_checkpoint() {
   data.model = layout.stage_parameters();
   data.optimizer = layout.optimizer().state();
   data.rng = rng_state();
-  return checkpoints_->save(data, layout.stages(), layout.groups().replicas(), layout.micro_batches());
+  return checkpoints_->save(data, layout.stages(), layout.groups().replicas(), initial_stages_, layout.micro_batches());
 }
 
 double Trainer::next_lr() const {

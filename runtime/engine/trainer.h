@@ -126,6 +126,7 @@ class Trainer {
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<RunCheckpoints> checkpoints_;
+  int initial_stages_ = 1;  // K0: the layout before any freeze
   // The run's progress (step, epoch, sampler position, samples, time, early
   // stop). Its layout and freeze fields belong to the ElasticController and
   // are filled by state().
