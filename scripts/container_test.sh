@@ -151,7 +151,7 @@ case_b() {
     code=$(wait_exit restarted 300)
     log=$(keep_logs restarted b)
     if [ "$code" != 0 ]; then problem="restarted container exited $code, expected 0"
-    elif ! grep -q 'resumed from /opt/ml/checkpoints' "$log"; then problem="the restart did not resume from the checkpoint"
+    elif ! grep -q 'resumed step [0-9]* saved on .* from /opt/ml/checkpoints' "$log"; then problem="the restart did not resume from the checkpoint"
     elif ! grep -q '"steps":400' "$t2/model/summary.json" 2> /dev/null && ! grep -q '"steps": 400' "$t2/model/summary.json" 2> /dev/null; then problem="the restart did not finish all 400 steps"
     fi
   fi

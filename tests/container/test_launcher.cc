@@ -5,12 +5,14 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 
+#include "runtime/core/safetensors.h"
 #include "tests/container/fake_opt_ml.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -306,11 +308,65 @@ TEST(SageMakerLauncher, SpotRestartAfterKillResumesToTheSameFinalWeights) {
 
   const ProcessResult second = launch(host_options(spot, dir.file("run-spot")));
   ASSERT_EQ(second.exit_code, 0) << second.err << failure_of(spot);
-  EXPECT_NE(second.err.find("resumed from"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("resumed step"), std::string::npos) << second.err;
   EXPECT_EQ(second.out.find("event=train; epoch=0; step=1;"), std::string::npos) << "restarted from scratch";
   EXPECT_EQ(testing::read_text(spot.path("model/model.safetensors")),
             testing::read_text(reference.path("model/model.safetensors")))
       << "the resumed run ended with different weights";
+}
+
+// ||a - b|| / ||b|| over every F32 tensor of two model.safetensors files;
+// 1 when their tensor names differ.
+double model_file_difference(const std::string& a_path, const std::string& b_path) {
+  const SafetensorsFile a = SafetensorsFile::open(a_path), b = SafetensorsFile::open(b_path);
+  if (a.tensors().size() != b.tensors().size()) return 1.0;
+  double diff = 0, norm = 0;
+  for (const TensorInfo& info : b.tensors()) {
+    const TensorInfo* other = a.find(info.name);
+    if (!other || other->dtype != DType::kF32 || info.dtype != DType::kF32 || other->numel() != info.numel())
+      return 1.0;
+    const float* x = reinterpret_cast<const float*>(a.data(*other));
+    const float* y = reinterpret_cast<const float*>(b.data(info));
+    for (int64_t i = 0; i < info.numel(); ++i) {
+      diff += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+      norm += double(y[i]) * y[i];
+    }
+  }
+  return std::sqrt(diff / norm);
+}
+
+// A spot job that comes back on a smaller instance: stopped by SIGTERM
+// with processes_per_host=4 (2 stages x 2 replicas, dropout on), resumed
+// on the same /opt/ml tree with processes_per_host=2; it ends with the
+// uninterrupted 4-rank job's weights.
+TEST(SageMakerLauncher, AJobStoppedOnFourRanksResumesOnTwoToTheSameWeights) {
+  TempDir dir;
+  const std::string layout =
+      R"(, "parallel.pipeline_stages": "2", "model.hidden_dropout": "0.1", "model.attention_dropout": "0.1")";
+  FakeOptMl reference(dir, "reference");
+  reference.hyperparameters(tiny_hyperparameters(3, 2, layout + R"(, "processes_per_host": "4")"));
+  const ProcessResult uninterrupted = launch(host_options(reference, dir.file("run-ref")));
+  ASSERT_EQ(uninterrupted.exit_code, 0) << uninterrupted.err << failure_of(reference);
+
+  FakeOptMl spot(dir, "spot");
+  spot.hyperparameters(tiny_hyperparameters(3, 2, layout + R"(, "processes_per_host": "4")"));
+  ProcessOptions stopped = host_options(spot, dir.file("run-spot"));
+  stopped.signal_on_stdout = "event=train; epoch=1; step=5;";
+  stopped.signal_number = SIGTERM;
+  const ProcessResult first = launch(stopped);
+  ASSERT_EQ(first.exit_code, 143) << first.err;
+  ASSERT_TRUE(fs::exists(spot.path("checkpoints/rank-00003")));
+
+  fs::remove(spot.path("output/failure"));  // the platform starts the next job with a fresh output
+  spot.hyperparameters(tiny_hyperparameters(3, 2, layout + R"(, "processes_per_host": "2")"));
+  const ProcessResult second = launch(host_options(spot, dir.file("run-spot-2")));
+  ASSERT_EQ(second.exit_code, 0) << second.err << failure_of(spot);
+  const std::regex resumed("resumed step [0-9]+ saved on 4 ranks \\(2x2\\) onto 2 ranks \\(2x1\\)");
+  EXPECT_TRUE(std::regex_search(second.err, resumed)) << second.err;
+  EXPECT_EQ(second.out.find("event=train; epoch=0; step=1;"), std::string::npos) << "restarted from scratch";
+  EXPECT_LE(model_file_difference(spot.path("model/model.safetensors"), reference.path("model/model.safetensors")),
+            1e-5)
+      << "the job resumed on 2 ranks ended with other weights than the uninterrupted 4-rank job";
 }
 
 // An rsh agent for two "hosts" on this machine: each host name runs the
