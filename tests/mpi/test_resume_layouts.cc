@@ -155,6 +155,36 @@ TEST(ResumeAnyLayout, AfterAFreezeTransitionWithAutoCacheEveryLayoutEndsAsUninte
   expect_every_layout_resumes(dir.path(), base, 3, {{"frozen-1x2", 2, 2}, {"frozen-1x1", 1, 1}}, 1);
 }
 
+// The other way: one process stops, four ranks (2x2) resume its flat
+// checkpoint.dir/step-N and end with the uninterrupted single process's weights.
+TEST(ResumeAnyLayout, ASingleProcessCheckpointResumesOnFourRanks) {
+  SharedDir dir;
+  TrainConfig base = tiny_run(dir.path() + "/solo-straight", 1, 2, "1f1b");
+  base.train.max_steps = 6;
+  std::unique_ptr<Communicator> solo = world().subgroup(world().rank() == 0 ? 0 : -1, 0, "solo");
+  Finished straight;
+  TrainConfig stopped = base;
+  stopped.output.dir = dir.path() + "/solo-stopped";
+  stopped.checkpoint.dir = dir.path() + "/solo-checkpoints";
+  stopped.checkpoint.every_steps = 3;
+  stopped.checkpoint.every_epochs = 0;
+  if (solo) {
+    straight = run_on(*solo, base);
+    Trainer first(stopped, solo.get());
+    EXPECT_TRUE(first.run(RunLimits{3}).interrupted);
+  }
+  world().barrier();
+  TrainConfig resumed = stopped;
+  resumed.output.dir = dir.path() + "/solo-resumed";
+  resumed.parallel.pipeline_stages = 2;
+  const Finished finished = run_on(world(), resumed);
+  if (world().rank() == 0) {
+    EXPECT_EQ(finished.resumed_step, 3);
+    EXPECT_LE(model_difference(finished.weights, straight.weights), 1e-5)
+        << "2x2 resumed from one process's step 3 ended with other weights";
+  }
+}
+
 // Checkpoints at steps 2 and 4 of a 2x2 run, for the broken-step cases.
 std::string two_checkpoints(const std::string& dir) {
   TrainConfig c = tiny_run(dir + "/run", 2, 2, "1f1b");
@@ -210,9 +240,13 @@ TEST(ResumeAnyLayout, ABrokenStepIsSkippedForThePreviousCompleteOne) {
     world().barrier();
     // Another layout reads every part; the saving layout its own.
     const int64_t on_two = resumed_step(copy, dir.path() + "/" + c.name + "-2", 2, 1);
-    if (world().rank() == 0) EXPECT_EQ(on_two, 2) << c.name << " on 2 ranks";
+    if (world().rank() == 0) {
+      EXPECT_EQ(on_two, 2) << c.name << " on 2 ranks";
+    }
     const int64_t on_four = resumed_step(copy, dir.path() + "/" + c.name + "-4", 4, 2);
-    if (world().rank() == 0) EXPECT_EQ(on_four, 2) << c.name << " on the saving layout";
+    if (world().rank() == 0) {
+      EXPECT_EQ(on_four, 2) << c.name << " on the saving layout";
+    }
   }
   // Nothing complete left: an IoError naming the file, on every rank.
   const std::string none = dir.path() + "/none";
@@ -277,9 +311,13 @@ TEST(ResumeAnyLayout, AVersionOneManifestStillLoadsOnAnyLayout) {
   const std::string same = dir.path() + "/same";
   copy_tree(saved, same);
   const int64_t on_four = resumed_step(same, dir.path() + "/v1-4", 4, 2);
-  if (world().rank() == 0) EXPECT_EQ(on_four, 4);
+  if (world().rank() == 0) {
+    EXPECT_EQ(on_four, 4);
+  }
   const int64_t on_one = resumed_step(saved, dir.path() + "/v1-1", 1, 1);
-  if (world().rank() == 0) EXPECT_EQ(on_one, 4);
+  if (world().rank() == 0) {
+    EXPECT_EQ(on_one, 4);
+  }
 }
 
 // `pipetransformer export` from a 4-rank checkpoint: the whole model from
