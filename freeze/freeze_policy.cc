@@ -51,6 +51,29 @@ void check_norms(const std::vector<double>& norms, int num_blocks, bool required
   }
 }
 
+// kAdaptive: each block's run of settled decisions after this one.
+std::vector<int> settled_runs(const std::vector<double>& norms, const std::vector<double>& reference,
+                              const std::vector<int>& runs, double tolerance) {
+  std::vector<int> out(norms.size(), 0);
+  if (reference.size() != norms.size()) return out;
+  for (size_t l = 0; l < norms.size(); ++l) {
+    const double now = norms[l];
+    const double before = reference[l];
+    const bool settled = std::isfinite(now) && std::isfinite(before) && before > 0.0 &&
+                         std::fabs(now - before) < tolerance * before;
+    out[l] = settled ? (l < runs.size() ? runs[l] : 0) + 1 : 0;
+  }
+  return out;
+}
+
+// kAdaptive's evidence term as a count: first_active plus the run of
+// blocks settled for `patience` decisions, starting there.
+int settled_prefix(const std::vector<int>& runs, int first_active, int patience) {
+  int f = first_active;
+  while (f < static_cast<int>(runs.size()) && runs[f] >= patience) ++f;
+  return f;
+}
+
 // The gradient term as a count: lowest block with the smallest finite norm
 // in [first_active, L), plus one; first_active when none is finite.
 int gradient_term(const std::vector<double>& norms, int first_active) {
@@ -68,6 +91,7 @@ const char* to_string(FreezeMode mode) {
   switch (mode) {
     case FreezeMode::kNone: return "none";
     case FreezeMode::kSchedule: return "schedule";
+    case FreezeMode::kPaper: return "paper";
     case FreezeMode::kAdaptive: return "adaptive";
     case FreezeMode::kManual: return "manual";
   }
@@ -75,11 +99,12 @@ const char* to_string(FreezeMode mode) {
 }
 
 FreezeMode freeze_mode_from_string(const std::string& name, const std::string& what) {
-  for (FreezeMode mode : {FreezeMode::kNone, FreezeMode::kSchedule, FreezeMode::kAdaptive, FreezeMode::kManual}) {
+  for (FreezeMode mode :
+       {FreezeMode::kNone, FreezeMode::kSchedule, FreezeMode::kPaper, FreezeMode::kAdaptive, FreezeMode::kManual}) {
     if (name == to_string(mode)) return mode;
   }
   throw ConfigError(what + ": unknown freeze mode '" + name
-                    + "' (expected 'none', 'schedule', 'adaptive' or 'manual')");
+                    + "' (expected 'none', 'schedule', 'paper', 'adaptive' or 'manual')");
 }
 
 void validate_freeze_options(const FreezeOptions& options, int num_blocks) {
@@ -94,6 +119,12 @@ void validate_freeze_options(const FreezeOptions& options, int num_blocks) {
   if (!(options.max_frozen_fraction >= 0.0 && options.max_frozen_fraction <= 1.0)) {
     throw ConfigError("freeze: max_frozen_fraction = " + number(options.max_frozen_fraction)
                       + " is outside [0, 1]");
+  }
+  if (!(options.tolerance > 0.0 && options.tolerance < 1.0)) {
+    throw ConfigError("freeze: tolerance = " + number(options.tolerance) + " is outside (0, 1)");
+  }
+  if (options.patience < 1) {
+    throw ConfigError("freeze: patience = " + std::to_string(options.patience) + " must be at least 1");
   }
   if (options.mode != FreezeMode::kManual) return;
   if (options.manual_schedule.empty()) {
@@ -117,8 +148,12 @@ void validate_freeze_options(const FreezeOptions& options, int num_blocks) {
 
 void validate_freeze_state(const FreezeState& state, int num_blocks) {
   check_num_blocks(num_blocks);
+  const bool references_fit =
+      (state.reference_norms.empty() || static_cast<int>(state.reference_norms.size()) == num_blocks) &&
+      (state.settled_decisions.empty() || static_cast<int>(state.settled_decisions.size()) == num_blocks) &&
+      std::all_of(state.settled_decisions.begin(), state.settled_decisions.end(), [](int n) { return n >= 0; });
   if (state.decisions < 0 || state.frozen < 0 || state.frozen > num_blocks || !std::isfinite(state.bound)
-      || state.bound < 0.0 || state.bound > num_blocks) {
+      || state.bound < 0.0 || state.bound > num_blocks || !references_fit) {
     throw ConfigError("freeze: state {decisions " + std::to_string(state.decisions) + ", frozen "
                       + std::to_string(state.frozen) + ", bound " + number(state.bound)
                       + "} does not fit a model of " + std::to_string(num_blocks) + " blocks");
@@ -129,11 +164,17 @@ FreezeState next_freeze_state(const FreezeOptions& options, int num_blocks, cons
                               const std::vector<double>& block_grad_norms) {
   validate_freeze_options(options, num_blocks);
   validate_freeze_state(previous, num_blocks);
-  check_norms(block_grad_norms, num_blocks, options.mode == FreezeMode::kAdaptive);
+  const bool needs_norms = options.mode == FreezeMode::kPaper || options.mode == FreezeMode::kAdaptive;
+  check_norms(block_grad_norms, num_blocks, needs_norms);
 
   FreezeState next = previous;
   next.decisions = previous.decisions + 1;
   const int after_warmup = next.decisions - options.warmup_decisions;
+  if (options.mode == FreezeMode::kAdaptive) {
+    next.settled_decisions =
+        settled_runs(block_grad_norms, previous.reference_norms, previous.settled_decisions, options.tolerance);
+    next.reference_norms = block_grad_norms;
+  }
   if (options.mode == FreezeMode::kNone || after_warmup <= 0) return next;
 
   int target = previous.frozen;
@@ -144,12 +185,15 @@ FreezeState next_freeze_state(const FreezeOptions& options, int num_blocks, cons
       break;
     }
     case FreezeMode::kSchedule:
+    case FreezeMode::kPaper:
     case FreezeMode::kAdaptive: {
       const double base = std::min(previous.bound, static_cast<double>(previous.frozen));
       next.bound = std::min(static_cast<double>(num_blocks), base + options.alpha * (num_blocks - base));
       target = ceil_bound(next.bound, num_blocks);
-      if (options.mode == FreezeMode::kAdaptive) {
+      if (options.mode == FreezeMode::kPaper) {
         target = std::min(target, gradient_term(block_grad_norms, previous.frozen));
+      } else if (options.mode == FreezeMode::kAdaptive) {
+        target = std::min(target, settled_prefix(next.settled_decisions, previous.frozen, options.patience));
       }
       break;
     }

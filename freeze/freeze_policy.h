@@ -31,6 +31,7 @@
 //    floor(max_frozen_fraction * L).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,11 +41,12 @@ namespace pipet {
 enum class FreezeMode {
   kNone,      // never freeze
   kSchedule,  // the bound alone, as the public reference code runs it
-  kAdaptive,  // the paper's rule: bound combined with the gradient argmin
+  kPaper,     // the paper's rule: bound combined with the gradient argmin
+  kAdaptive,  // on evidence: the bound, and only blocks whose gradient norm has settled
   kManual,    // an explicit frozen count per decision
 };
 const char* to_string(FreezeMode mode);
-// "none", "schedule", "adaptive" or "manual"; else ConfigError naming `what`.
+// "none", "schedule", "paper", "adaptive" or "manual"; else ConfigError naming `what`.
 FreezeMode freeze_mode_from_string(const std::string& name, const std::string& what);
 
 struct FreezeOptions {
@@ -52,6 +54,11 @@ struct FreezeOptions {
   double alpha = 1.0 / 3.0;          // fraction of the active blocks the bound lets freeze per decision, (0, 1]
   int warmup_decisions = 0;          // decisions that freeze nothing before the bound starts growing
   double max_frozen_fraction = 1.0;  // f never exceeds floor(fraction * L), [0, 1]
+  // kAdaptive: a block has settled when its gradient norm changed by less
+  // than this fraction of itself since the previous decision, (0, 1), at
+  // `patience` decisions in a row (>= 1).
+  double tolerance = 0.05;
+  int patience = 2;
   // kManual: the frozen count after decision 1, 2, ... (after warm-up);
   // non-decreasing, each in [0, L]; the last value holds afterwards.
   std::vector<int> manual_schedule;
@@ -67,9 +74,19 @@ struct FreezeState {
   int decisions = 0;   // decisions taken so far (T)
   int frozen = 0;      // f(T): blocks [0, f) are frozen
   double bound = 0.0;  // b(T), the unrounded bound
+  // kAdaptive: every block's gradient norm at the previous decision (empty
+  // before the first), what the next decision measures change against.
+  std::vector<double> reference_norms;
+  // kAdaptive: decisions in a row at which each block had settled (empty
+  // before the first comparison).
+  std::vector<int> settled_decisions;
 
   bool operator==(const FreezeState& o) const {
-    return decisions == o.decisions && frozen == o.frozen && bound == o.bound;
+    return decisions == o.decisions && frozen == o.frozen && bound == o.bound &&
+           settled_decisions == o.settled_decisions &&
+           reference_norms.size() == o.reference_norms.size() &&
+           std::equal(reference_norms.begin(), reference_norms.end(), o.reference_norms.begin(),
+                      [](double x, double y) { return x == y || (x != x && y != y); });
   }
   bool operator!=(const FreezeState& o) const { return !(*this == o); }
 };
@@ -79,9 +96,17 @@ struct FreezeState {
 void validate_freeze_state(const FreezeState& state, int num_blocks);
 
 // One decision. `block_grad_norms` holds ||g_l|| for l in [0, L), already
-// reduced over replicas; entries for frozen blocks are ignored. kAdaptive
-// needs exactly L entries; the other modes ignore the norms and accept an
-// empty vector. Negative norms and a wrong size are ConfigErrors.
+// reduced over replicas; entries for frozen blocks are ignored. kPaper and
+// kAdaptive need exactly L entries; the other modes ignore the norms and
+// accept an empty vector. Negative norms and a wrong size are ConfigErrors.
+//
+// kAdaptive freezes on evidence of convergence (AutoFreeze's signal): block
+// l has settled at decision T when its norm is finite and
+// |n_l(T) - n_l(T-1)| < tolerance * n_l(T-1), and it may freeze once it has
+// settled at `patience` decisions in a row. The prefix grows by the run of
+// such blocks starting at the first active one, never faster than the
+// paper's bound, never past max_frozen_fraction. The first decision only
+// records the reference norms: it has nothing to compare with.
 FreezeState next_freeze_state(const FreezeOptions& options, int num_blocks, const FreezeState& previous,
                               const std::vector<double>& block_grad_norms);
 

@@ -47,9 +47,10 @@ class RunStepper {
                         std::to_string(initial_replicas_) + " pipelines x " + std::to_string(run.micro_batches) +
                         " micro-batches");
     if (run.freeze) {
-      if (run.freeze_options.mode == FreezeMode::kAdaptive)
-        throw ConfigError("freeze.policy 'adaptive' needs gradient norms the simulator does not have; simulate "
-                          "'schedule' (its upper bound) or 'manual' with the frozen counts a real run logged");
+      if (run.freeze_options.mode == FreezeMode::kAdaptive || run.freeze_options.mode == FreezeMode::kPaper)
+        throw ConfigError(std::string("freeze.policy '") + to_string(run.freeze_options.mode) +
+                          "' needs gradient norms the simulator does not have; simulate 'schedule' (its upper "
+                          "bound) or 'manual' with the frozen counts a real run logged");
       if (!run.scale_lr && run.global_batch % world_ != 0)
         throw ConfigError("train.batch_size " + std::to_string(run.global_batch) + " must be divisible by the " +
                           std::to_string(world_) + " ranks when freezing is on");

@@ -324,9 +324,11 @@ std::vector<FieldSpec> build_schema() {
 
       // freeze
       field(PIPET_CONFIG_FIELD(freeze, policy),
-            "Freezing converged blocks: none, schedule (the alpha bound alone), adaptive (the "
-            "paper's rule: bound and smallest gradient norm) or manual (freeze.manual).")
-          .one_of({"none", "schedule", "adaptive", "manual"}),
+            "Freezing converged blocks: none, schedule (the alpha bound alone), paper (the "
+            "paper's rule: bound and smallest gradient norm), adaptive (on evidence: the bound, and "
+            "only blocks whose gradient norm has settled within freeze.tolerance) or manual "
+            "(freeze.manual).")
+          .one_of({"none", "schedule", "paper", "adaptive", "manual"}),
       field(PIPET_CONFIG_FIELD(freeze, alpha),
             "Fraction of the still-active blocks the bound lets freeze per decision "
             "(1/3 conservative; 2/5, 1/2 aggressive).")
@@ -346,8 +348,17 @@ std::vector<FieldSpec> build_schema() {
             "manual policy: frozen blocks after decision 1, 2, ... (non-decreasing integers).")
           .at_least(0),
       field(PIPET_CONFIG_FIELD(freeze, smoothing_window),
-            "adaptive policy: decision intervals pooled into each block's gradient norm (RMS over "
-            "all their steps); 1 = the interval since the last decision alone.")
+            "paper and adaptive policies: decision intervals pooled into each block's gradient "
+            "norm (RMS over all their steps); 1 = the interval since the last decision alone.")
+          .at_least(1),
+      field(PIPET_CONFIG_FIELD(freeze, tolerance),
+            "adaptive policy: a block has settled when its gradient norm changed by less than this "
+            "fraction since the previous decision; only settled blocks freeze.")
+          .greater_than(0)
+          .below(1),
+      field(PIPET_CONFIG_FIELD(freeze, patience),
+            "adaptive policy: decisions in a row at which a block must have settled before it may "
+            "freeze.")
           .at_least(1),
 
       // autopipe

@@ -127,13 +127,15 @@ struct ParallelConfig {
 // Freezing converged blocks (the paper's adaptive rule) and what the engine
 // does with the freed compute (AutoPipe compression, AutoDP regrouping).
 struct FreezeConfig {
-  std::string policy = "none";      // none | schedule | adaptive | manual
+  std::string policy = "none";      // none | schedule | paper | adaptive | manual
   double alpha = 1.0 / 3.0;         // fraction of active blocks the bound frees per decision
   int64_t every_steps = 0;          // decision interval; 0 = epoch boundaries
   int64_t warmup_decisions = 0;     // decisions that freeze nothing first
   double max_fraction = 1.0;        // never freeze more than this fraction of the blocks
   std::vector<double> manual;       // manual: frozen blocks after decision 1, 2, ...
-  int64_t smoothing_window = 2;     // adaptive: decision intervals pooled into each gradient norm
+  int64_t smoothing_window = 2;     // paper, adaptive: decision intervals pooled into each gradient norm
+  double tolerance = 0.05;          // adaptive: relative change of a settled block's gradient norm
+  int64_t patience = 2;             // adaptive: decisions in a row a block must have settled
 };
 
 struct AutoPipeConfig {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -41,6 +42,24 @@ std::map<std::string, torch::Tensor> load_optional(const std::string& path) {
   return load_safetensors(path);
 }
 
+
+// Doubles with NaN (a norm without statistics) as JSON null, and back.
+nlohmann::json numbers_to_json(const std::vector<double>& values) {
+  nlohmann::json out = nlohmann::json::array();
+  for (double v : values) out.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json());
+  return out;
+}
+
+std::vector<double> numbers_from_json(const nlohmann::json& json, const char* key, const std::string& source) {
+  const nlohmann::json values = required_field<nlohmann::json>(json, key, source);
+  if (!values.is_array()) throw FormatError(source + ": field '" + key + "' is not an array");
+  std::vector<double> out;
+  for (const nlohmann::json& v : values) {
+    if (!v.is_null() && !v.is_number()) throw FormatError(source + ": field '" + key + "' holds " + v.dump());
+    out.push_back(v.is_null() ? std::nan("") : v.get<double>());
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -150,6 +169,8 @@ nlohmann::json trainer_state_to_json(const TrainerState& s) {
           {"micro_batches", s.micro_batches},
           {"freeze_decisions", s.freeze_decisions},
           {"freeze_bound", s.freeze_bound},
+          {"freeze_reference_norms", numbers_to_json(s.freeze_reference_norms)},
+          {"freeze_settled_decisions", s.freeze_settled_decisions},
           {"freeze_interval_sums", s.freeze_interval_sums},
           {"freeze_interval_steps", s.freeze_interval_steps},
           {"freeze_window_sums", s.freeze_window_sums},
@@ -177,6 +198,11 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
   // Absent in checkpoints written before freezing existed: no decision yet.
   if (j.contains("freeze_decisions")) s.freeze_decisions = required_field<int64_t>(j, "freeze_decisions", source);
   if (j.contains("freeze_bound")) s.freeze_bound = required_field<double>(j, "freeze_bound", source);
+  // Absent before the adaptive rule measured change: no reference yet.
+  if (j.contains("freeze_reference_norms"))
+    s.freeze_reference_norms = numbers_from_json(j, "freeze_reference_norms", source);
+  if (j.contains("freeze_settled_decisions"))
+    s.freeze_settled_decisions = required_field<std::vector<int64_t>>(j, "freeze_settled_decisions", source);
   // Absent before smoothing and batch policies existed: an empty window and
   // the batch policy that was the only one.
   if (j.contains("freeze_interval_sums"))

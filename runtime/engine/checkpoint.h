@@ -40,6 +40,8 @@ struct TrainerState {
   int64_t micro_batches = 1;
   int64_t freeze_decisions = 0;   // freeze decisions taken (T)
   double freeze_bound = 0.0;      // the freeze rule's unrounded bound b(T)
+  std::vector<double> freeze_reference_norms;   // adaptive: block norms at the last decision
+  std::vector<int64_t> freeze_settled_decisions;  // adaptive: decisions in a row each block had settled
   // Freeze statistics: this rank's sums since the last decision, and the
   // past intervals freeze.smoothing_window pools (world-reduced; oldest first).
   std::vector<double> freeze_interval_sums;

@@ -87,6 +87,15 @@ void ElasticController::decide(const char* when, int64_t epoch, int64_t step, Me
   if (!freeze_) return;
   const int before = layout_->frozen_blocks();
   const int after = freeze_->decide(world_);
+  // What the rule saw, so a user can tell why it froze (or did not).
+  std::string norms;
+  for (double n : freeze_->last_norms()) norms += (norms.empty() ? "" : ",") + fmt::format("{:.4g}", n);
+  metrics.emit("freeze", {{"epoch", epoch},
+                          {"step", step},
+                          {"decision", static_cast<int64_t>(freeze_->state().decisions)},
+                          {"frozen_before", static_cast<int64_t>(before)},
+                          {"frozen_after", static_cast<int64_t>(after)},
+                          {"block_grad_norms", norms}});
   if (after == before) {
     if (world_.rank() == 0)
       spdlog::info("[freeze] decision {} ({}): {} of {} blocks stay frozen", freeze_->state().decisions, when, before,

@@ -14,6 +14,8 @@ FreezeOptions freeze_options(const FreezeConfig& config) {
   options.alpha = config.alpha;
   options.warmup_decisions = static_cast<int>(config.warmup_decisions);
   options.max_frozen_fraction = config.max_fraction;
+  options.tolerance = config.tolerance;
+  options.patience = static_cast<int>(config.patience);
   for (double count : config.manual) options.manual_schedule.push_back(static_cast<int>(count));
   return options;
 }
@@ -47,14 +49,17 @@ int FreezeController::decide(Communicator& world) {
                     " ranks");
   const std::vector<double> totals(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel() - 1);
   // Pooled with the past intervals of freeze.smoothing_window (all ranks alike).
-  const std::vector<double> norms = window_.add(totals, steps);
+  last_norms_ = window_.add(totals, steps);
   tracker_.reset();
-  return policy_.decide(norms);
+  return policy_.decide(last_norms_);
 }
 
 void FreezeController::save_into(TrainerState& state) const {
   state.freeze_decisions = policy_.state().decisions;
   state.freeze_bound = policy_.state().bound;
+  state.freeze_reference_norms = policy_.state().reference_norms;
+  state.freeze_settled_decisions.assign(policy_.state().settled_decisions.begin(),
+                                        policy_.state().settled_decisions.end());
   state.freeze_interval_sums = tracker_.squared_sums();
   state.freeze_interval_steps = tracker_.steps();
   state.freeze_window_sums.clear();
@@ -70,6 +75,8 @@ void FreezeController::restore_policy(const TrainerState& saved) {
   restored.decisions = static_cast<int>(saved.freeze_decisions);
   restored.frozen = static_cast<int>(saved.frozen_prefix);
   restored.bound = saved.freeze_bound;
+  restored.reference_norms = saved.freeze_reference_norms;
+  restored.settled_decisions.assign(saved.freeze_settled_decisions.begin(), saved.freeze_settled_decisions.end());
   policy_.restore(restored);
 }
 

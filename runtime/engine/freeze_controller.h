@@ -33,6 +33,8 @@ class FreezeController {
   // `world` (its step count rides along and must agree), pooled with the
   // window, then the rule. Returns the new frozen block count. Collective.
   int decide(Communicator& world);
+  // The pooled per-block gradient norms the last decision saw (empty before one).
+  const std::vector<double>& last_norms() const { return last_norms_; }
 
   // Into a checkpoint: the policy's state, this rank's open interval and the
   // window's past intervals.
@@ -47,6 +49,7 @@ class FreezeController {
   FreezePolicy policy_;
   GradientNormTracker tracker_;
   GradientNormWindow window_;
+  std::vector<double> last_norms_;
 };
 
 }  // namespace pipet

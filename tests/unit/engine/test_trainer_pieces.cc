@@ -2,6 +2,8 @@
 // the freeze controller and the micro-batch tuner, one process each.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "runtime/comm/local_communicator.h"
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
@@ -80,7 +82,7 @@ TEST(AutoPipePlanner, AnUnknownPartitionerIsNamed) {
 TEST(FreezeController, DecidesFromTheWorldsStatisticsAndResumesTheSameSequence) {
   LocalCommunicator world("world");
   FreezeConfig config;
-  config.policy = "adaptive";
+  config.policy = "paper";
   config.alpha = 0.5;
   FreezeController controller(config, 4);
   // Block 1 has the smallest gradient: the prefix up to it freezes (the
@@ -101,6 +103,44 @@ TEST(FreezeController, DecidesFromTheWorldsStatisticsAndResumesTheSameSequence) 
   controller.add_step({0.0, 0.0, 9.0, 1.0});
   resumed.add_step({0.0, 0.0, 9.0, 1.0});
   EXPECT_EQ(resumed.decide(world), controller.decide(world));
+}
+
+// The adaptive rule's evidence (reference norms, NaN ones included, and the
+// settled runs) survives a checkpoint's JSON: the resumed rule decides as
+// the uninterrupted one.
+TEST(FreezeController, AdaptiveEvidenceSurvivesTheTrainerStateJson) {
+  LocalCommunicator world("world");
+  FreezeConfig config;
+  config.policy = "adaptive";
+  config.alpha = 1.0;
+  config.smoothing_window = 1;
+  FreezeController controller(config, 3);
+  EXPECT_EQ(controller.decide(world), 0);  // no steps: NaN reference norms
+  TrainerState saved;
+  controller.save_into(saved);
+  ASSERT_EQ(saved.freeze_reference_norms.size(), 3u);
+  ASSERT_TRUE(std::isnan(saved.freeze_reference_norms[0]));
+  const TrainerState loaded = trainer_state_from_json(trainer_state_to_json(saved), "trainer_state.json");
+  FreezeController resumed(config, 3);
+  resumed.restore_policy(loaded);
+  resumed.restore_statistics(loaded, "trainer_state.json");
+  EXPECT_EQ(resumed.state(), controller.state());
+  std::vector<int> frozen[2];
+  int i = 0;
+  for (FreezeController* c : {&controller, &resumed}) {
+    for (const std::vector<double>& step : {std::vector<double>{1.0, 4.0, 0.0}, std::vector<double>{1.0, 4.0, 9.0},
+                                            std::vector<double>{1.0, 4.0, 9.0}}) {
+      c->add_step(step);
+      frozen[i].push_back(c->decide(world));
+    }
+    ++i;
+  }
+  // Blocks 0 and 1 settle at the second and third decisions (patience 2).
+  EXPECT_EQ(frozen[0], (std::vector<int>{0, 0, 2}));
+  EXPECT_EQ(frozen[1], frozen[0]);
+  TrainerState after;
+  controller.save_into(after);
+  EXPECT_EQ(after.freeze_settled_decisions, (std::vector<int64_t>{2, 2, 1}));
 }
 
 TEST(FreezeController, InconsistentSavedStatisticsNameTheFile) {

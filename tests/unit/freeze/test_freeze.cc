@@ -1,5 +1,6 @@
-// The freeze rule: published schedules, the adaptive term's argmin
-// semantics, limits, resumption, the gradient-norm tracker and every error.
+// The freeze rule: published schedules, the paper term's argmin semantics,
+// the adaptive rule's evidence (settle, hold, bound), limits, resumption,
+// the gradient-norm tracker and every error.
 #include "freeze/freeze_policy.h"
 #include "runtime/core/errors.h"
 #include "tests/support/expect_error.h"
@@ -18,6 +19,14 @@ std::vector<int> run_policy(FreezePolicy& policy, int decisions, const std::vect
   std::vector<int> frozen = {policy.frozen()};
   for (int t = 0; t < decisions; ++t) frozen.push_back(policy.decide(norms));
   return frozen;
+}
+
+FreezeState state_of(int decisions, int frozen, double bound) {
+  FreezeState state;
+  state.decisions = decisions;
+  state.frozen = frozen;
+  state.bound = bound;
+  return state;
 }
 
 FreezeOptions options_with(FreezeMode mode, double alpha) {
@@ -54,8 +63,8 @@ TEST(FreezeRule, BoundReproducesPublishedSchedulesForAnyDepth) {
   EXPECT_EQ(run_policy(none, 3), (std::vector<int>{0, 0, 0, 0}));
 }
 
-TEST(FreezeRule, AdaptiveTermFreezesUpToAndIncludingTheSmallestNorm) {
-  FreezePolicy policy(options_with(FreezeMode::kAdaptive, 1.0 / 3.0), 12);
+TEST(FreezeRule, PaperTermFreezesUpToAndIncludingTheSmallestNorm) {
+  FreezePolicy policy(options_with(FreezeMode::kPaper, 1.0 / 3.0), 12);
   std::vector<double> norms(12, 5.0);
   // Decision 1: bound ceil(4) = 4; smallest norm at block 2 -> f = 3.
   norms[2] = 1.0;
@@ -95,7 +104,7 @@ TEST(FreezeRule, AdaptiveTermFreezesUpToAndIncludingTheSmallestNorm) {
   for (int trial = 0; trial < 200; ++trial) {
     const int L = 1 + static_cast<int>(rng() % 30);
     const double alpha = 0.05 + (rng() % 95) / 100.0;
-    FreezePolicy adaptive(options_with(FreezeMode::kAdaptive, alpha), L);
+    FreezePolicy adaptive(options_with(FreezeMode::kPaper, alpha), L);
     const auto bound_only = freeze_bound_schedule(alpha, L, 12);
     for (int T = 1; T <= 12; ++T) {
       std::vector<double> g(L);
@@ -116,6 +125,82 @@ TEST(FreezeRule, AdaptiveTermFreezesUpToAndIncludingTheSmallestNorm) {
   }
 }
 
+// The evidence rule: a block joins the prefix only once its norm has
+// settled (changed by less than the tolerance since the last decision),
+// only as a run from the first active block, never past the bound.
+TEST(FreezeRule, AdaptiveFreezesOnlyBlocksWhoseNormHasSettled) {
+  FreezeOptions options = options_with(FreezeMode::kAdaptive, 0.5);
+  options.tolerance = 0.1;
+  options.patience = 1;
+  FreezePolicy policy(options, 6);
+  // Decision 1 has nothing to compare with: it records, freezes nothing.
+  EXPECT_EQ(policy.decide({1.0, 2.0, 3.0, 4.0, 5.0, 6.0}), 0);
+  EXPECT_EQ(policy.state().reference_norms, (std::vector<double>{1.0, 2.0, 3.0, 4.0, 5.0, 6.0}));
+  // Still falling everywhere (-20 %): hold.
+  EXPECT_EQ(policy.decide({0.8, 1.6, 2.4, 3.2, 4.0, 4.8}), 0);
+  // Blocks 0, 1 and 3 settle (within 10 %); block 2 still moves: the
+  // prefix stops at 2, block 3 must wait for block 2.
+  EXPECT_EQ(policy.decide({0.82, 1.55, 3.0, 3.3, 2.0, 4.0}), 2);
+  // Everything settles, but the bound (alpha 1/2 of the 4 active blocks
+  // from f = 2: 4) caps the growth.
+  EXPECT_EQ(policy.decide({0.0, 0.0, 3.0, 3.3, 2.0, 4.0}), 4);
+  // A settled block above a moving one stays active.
+  EXPECT_EQ(policy.decide({0.0, 0.0, 0.0, 0.0, 3.0, 4.1}), 4);
+  // Non-finite norms (no statistics) never count as settled.
+  EXPECT_EQ(policy.decide({0.0, 0.0, 0.0, 0.0, std::nan(""), 4.1}), 4);
+  EXPECT_EQ(policy.decide({0.0, 0.0, 0.0, 0.0, 3.0, 4.1}), 4) << "no reference for block 4 yet";
+  // Both settled now; the bound grows from f = 4 by half of the 2 active
+  // blocks per decision: 5, then 6.
+  EXPECT_EQ(policy.decide({0.0, 0.0, 0.0, 0.0, 3.0, 4.1}), 5);
+  EXPECT_EQ(policy.decide({0.0, 0.0, 0.0, 0.0, 0.0, 4.1}), 6);
+
+  // The cap and the warm-up hold as for the other rules; a resumed policy
+  // continues with the same reference.
+  options.max_frozen_fraction = 0.5;
+  options.warmup_decisions = 1;
+  FreezePolicy capped(options, 6);
+  const std::vector<double> flat(6, 2.0);
+  EXPECT_EQ(capped.decide(flat), 0) << "warm-up";
+  EXPECT_EQ(capped.decide(flat), 3);  // bound 3, cap 3
+  FreezePolicy resumed(options, 6);
+  resumed.restore(capped.state());
+  EXPECT_EQ(resumed.decide(flat), capped.decide(flat));
+  EXPECT_EQ(resumed.state(), capped.state());
+}
+
+// Patience: a block must settle at several decisions in a row; a move in
+// between starts its count again.
+TEST(FreezeRule, AdaptiveWaitsForPatienceDecisionsInARow) {
+  FreezeOptions options = options_with(FreezeMode::kAdaptive, 1.0);
+  options.tolerance = 0.05;
+  options.patience = 2;
+  FreezePolicy policy(options, 2);
+  EXPECT_EQ(policy.decide({1.0, 1.0}), 0);
+  EXPECT_EQ(policy.decide({1.01, 1.5}), 0) << "block 0 settled once";
+  EXPECT_EQ(policy.state().settled_decisions, (std::vector<int>{1, 0}));
+  EXPECT_EQ(policy.decide({1.2, 1.51}), 0) << "block 0 moved: its count starts again";
+  EXPECT_EQ(policy.decide({1.21, 1.52}), 0);
+  EXPECT_EQ(policy.decide({1.22, 1.5}), 2) << "both settled twice in a row";
+}
+
+TEST(FreezeRule, AdaptiveOptionsAndStateAreChecked) {
+  FreezeOptions options = options_with(FreezeMode::kAdaptive, 0.5);
+  for (double bad : {0.0, 1.0, -0.1, std::nan("")}) {
+    options.tolerance = bad;
+    EXPECT_NE(error_message<ConfigError>([&] { FreezePolicy(options, 4); }).find("tolerance"), std::string::npos)
+        << bad;
+  }
+  options.tolerance = 0.1;
+  options.patience = 0;
+  EXPECT_NE(error_message<ConfigError>([&] { FreezePolicy(options, 4); }).find("patience = 0"), std::string::npos);
+  options.patience = 2;
+  FreezePolicy policy(options, 4);
+  FreezeState wrong;
+  wrong.reference_norms = {1.0, 2.0};
+  EXPECT_THROW(policy.restore(wrong), ConfigError);
+  EXPECT_NE(error_message<ConfigError>([&] { policy.decide({1.0}); }).find("4 blocks"), std::string::npos);
+}
+
 TEST(FreezeRule, WarmupCapManualAndResume) {
   FreezeOptions o = options_with(FreezeMode::kSchedule, 0.5);
   o.warmup_decisions = 2;
@@ -131,8 +216,8 @@ TEST(FreezeRule, WarmupCapManualAndResume) {
   EXPECT_EQ(run_policy(by_hand, 5), (std::vector<int>{0, 0, 2, 2, 5, 5}));
 
   // Resuming from a checkpointed state continues the same sequence.
-  FreezePolicy whole(options_with(FreezeMode::kAdaptive, 0.4), 10);
-  FreezePolicy first_half(options_with(FreezeMode::kAdaptive, 0.4), 10);
+  FreezePolicy whole(options_with(FreezeMode::kPaper, 0.4), 10);
+  FreezePolicy first_half(options_with(FreezeMode::kPaper, 0.4), 10);
   std::vector<std::vector<double>> stats;
   for (int t = 0; t < 6; ++t) {
     std::vector<double> g(10);
@@ -143,7 +228,7 @@ TEST(FreezeRule, WarmupCapManualAndResume) {
   for (const auto& g : stats) uninterrupted.push_back(whole.decide(g));
   std::vector<int> resumed;
   for (int t = 0; t < 3; ++t) resumed.push_back(first_half.decide(stats[t]));
-  FreezePolicy second_half(options_with(FreezeMode::kAdaptive, 0.4), 10);
+  FreezePolicy second_half(options_with(FreezeMode::kPaper, 0.4), 10);
   second_half.restore(first_half.state());
   for (int t = 3; t < 6; ++t) resumed.push_back(second_half.decide(stats[t]));
   EXPECT_EQ(resumed, uninterrupted);
@@ -185,12 +270,12 @@ TEST(FreezeRule, ErrorsNameTheParameter) {
   auto options_error = [](FreezeOptions o, int L) {
     return error_message<ConfigError>([&] { FreezePolicy p(o, L); });
   };
-  EXPECT_NE(options_error(options_with(FreezeMode::kAdaptive, 0.0), 12).find("alpha = 0 is outside (0, 1]"),
+  EXPECT_NE(options_error(options_with(FreezeMode::kPaper, 0.0), 12).find("alpha = 0 is outside (0, 1]"),
             std::string::npos);
-  EXPECT_NE(options_error(options_with(FreezeMode::kAdaptive, 1.5), 12).find("alpha = 1.5"), std::string::npos);
-  EXPECT_NE(options_error(options_with(FreezeMode::kAdaptive, std::nan("")), 12).find("alpha = nan"),
+  EXPECT_NE(options_error(options_with(FreezeMode::kPaper, 1.5), 12).find("alpha = 1.5"), std::string::npos);
+  EXPECT_NE(options_error(options_with(FreezeMode::kPaper, std::nan("")), 12).find("alpha = nan"),
             std::string::npos);
-  EXPECT_NE(options_error(options_with(FreezeMode::kAdaptive, 0.5), 0).find("0 transformer blocks"),
+  EXPECT_NE(options_error(options_with(FreezeMode::kPaper, 0.5), 0).find("0 transformer blocks"),
             std::string::npos);
   FreezeOptions o = options_with(FreezeMode::kSchedule, 0.5);
   o.warmup_decisions = -1;
@@ -210,7 +295,7 @@ TEST(FreezeRule, ErrorsNameTheParameter) {
   EXPECT_NE(options_error(m, 12).find("manual_schedule[1] = 10 exceeds max_frozen_fraction * L = 6"),
             std::string::npos);
 
-  FreezePolicy policy(options_with(FreezeMode::kAdaptive, 0.5), 4);
+  FreezePolicy policy(options_with(FreezeMode::kPaper, 0.5), 4);
   EXPECT_NE(error_message<ConfigError>([&] { policy.decide({1.0, 2.0}); }).find("got 2 block gradient norms"),
             std::string::npos);
   EXPECT_NE(error_message<ConfigError>([&] { policy.decide({}); }).find("got 0 block gradient norms"),
@@ -220,9 +305,9 @@ TEST(FreezeRule, ErrorsNameTheParameter) {
             std::string::npos);
   EXPECT_EQ(policy.frozen(), 0) << "a rejected decision changes nothing";
   EXPECT_EQ(policy.state().decisions, 0);
-  EXPECT_NE(error_message<ConfigError>([&] { policy.restore(FreezeState{1, 5, 2.0}); }).find("frozen 5"),
+  EXPECT_NE(error_message<ConfigError>([&] { policy.restore(state_of(1, 5, 2.0)); }).find("frozen 5"),
             std::string::npos);
-  EXPECT_NE(error_message<ConfigError>([&] { policy.restore(FreezeState{1, 2, std::nan("")}); }).find("bound nan"),
+  EXPECT_NE(error_message<ConfigError>([&] { policy.restore(state_of(1, 2, std::nan(""))); }).find("bound nan"),
             std::string::npos);
   EXPECT_NE(error_message<ConfigError>([] { freeze_bound_schedule(0.5, 12, -1); }).find("decisions = -1"),
             std::string::npos);

@@ -54,7 +54,7 @@ TEST(GradientNormWindow, PoolsTheLastIntervalsStepWeighted) {
 TEST(GradientNormWindow, RestoredHistoryDecidesLikeTheUninterruptedRun) {
   constexpr int kBlocks = 6;
   FreezeOptions options;
-  options.mode = FreezeMode::kAdaptive;
+  options.mode = FreezeMode::kPaper;
   options.alpha = 0.5;
   std::mt19937_64 rng(7);
   std::uniform_real_distribution<double> uniform(0.5, 2.0);
