@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libturbojpeg0-dev libpng-dev
-  python3-matplotlib
+  python3-matplotlib dataset-fashion-mnist
 )
 
 missing=()
