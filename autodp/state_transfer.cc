@@ -133,14 +133,21 @@ TransferStats move_training_state(Communicator& world, TransformerModel& model,
     }
   }
 
-  // Keep exactly the state of the new range's trainable parameters.
+  // Keep exactly the state of the new range's trainable parameters. A
+  // sub-layer an unfreeze re-activates had no state: it starts with fresh
+  // slots (zero moments, step 0), as a newly built optimizer would.
   std::map<std::string, torch::Tensor> kept;
   const auto [begin, end] = range_of(after, me);
   for (size_t j = std::max(begin, after.frozen_end); j < end; ++j)
     for (const auto& [name, parameter] : model.sublayer(j).hf_parameters())
       for (const std::string& slot : slots) {
         auto it = optimizer_state.find(name + "/" + slot);
-        if (it != optimizer_state.end()) kept.emplace(it->first, it->second);
+        if (it != optimizer_state.end()) {
+          kept.emplace(it->first, it->second);
+        } else if (j < before.frozen_end) {
+          kept.emplace(name + "/" + slot,
+                       slot == "step" ? torch::zeros({}, torch::kInt64) : torch::zeros_like(parameter));
+        }
       }
   optimizer_state = std::move(kept);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

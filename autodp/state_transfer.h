@@ -5,8 +5,10 @@
 // parameters of the sub-layers it newly holds and the optimizer slots of
 // those that stay trainable, from the rank of its own old replica that held
 // them. Nothing else travels: a rank's old sub-layers are current already,
-// and newly frozen sub-layers drop their optimizer state. The move changes
-// where state lives, never its value.
+// and newly frozen sub-layers drop their optimizer state. Both directions:
+// sub-layers an unfreeze re-activates start with fresh optimizer slots
+// (their moments were dropped when they froze). The move changes where
+// state lives, never its value.
 #pragma once
 
 #include "runtime/core/torch_pch.h"

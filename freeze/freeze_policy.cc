@@ -1,5 +1,6 @@
 #include "freeze/freeze_policy.h"
 
+#include "freeze/number_text.h"
 #include "runtime/core/errors.h"
 
 #include <algorithm>
@@ -14,11 +15,7 @@ namespace {
 // Absorbs the rounding of b(T) so that, e.g., 12 * (1/3) = 3.9999... counts as 4.
 constexpr double kBoundRoundingSlack = 1e-9;
 
-std::string number(double v) {
-  std::ostringstream out;
-  out << v;
-  return out.str();
-}
+using freeze_detail::number;
 
 void check_num_blocks(int num_blocks) {
   if (num_blocks < 1) {
@@ -140,9 +137,6 @@ void validate_freeze_options(const FreezeOptions& options, int num_blocks) {
     if (f > cap) {
       throw ConfigError(where + " exceeds max_frozen_fraction * L = " + std::to_string(cap));
     }
-    if (i > 0 && f < options.manual_schedule[i - 1]) {
-      throw ConfigError(where + " is smaller than the entry before it (frozen blocks are never unfrozen)");
-    }
   }
 }
 
@@ -200,7 +194,8 @@ FreezeState next_freeze_state(const FreezeOptions& options, int num_blocks, cons
     case FreezeMode::kNone: break;
   }
   target = std::min(target, frozen_cap(options, num_blocks));
-  next.frozen = std::max(previous.frozen, target);
+  // Only a manual list unfreezes; the rules grow the prefix or hold it.
+  next.frozen = options.mode == FreezeMode::kManual ? target : std::max(previous.frozen, target);
   return next;
 }
 
@@ -229,6 +224,15 @@ FreezePolicy::FreezePolicy(FreezeOptions options, int num_blocks)
 int FreezePolicy::decide(const std::vector<double>& block_grad_norms) {
   state_ = next_freeze_state(options_, num_blocks_, state_, block_grad_norms);
   return state_.frozen;
+}
+
+void FreezePolicy::revoke(int frozen) {
+  FreezeState next = state_;
+  next.frozen = frozen;
+  next.bound = std::min(next.bound, static_cast<double>(frozen));
+  std::fill(next.settled_decisions.begin(), next.settled_decisions.end(), 0);
+  validate_freeze_state(next, num_blocks_);
+  state_ = next;
 }
 
 void FreezePolicy::restore(const FreezeState& state) {

@@ -27,8 +27,8 @@
 //  * Non-finite norms: a block whose norm is NaN or infinite is never the
 //    argmin. If every active block's norm is non-finite (for example no
 //    steps were recorded), the gradient term freezes nothing new.
-//  * Monotone and bounded: f never decreases and never exceeds
-//    floor(max_frozen_fraction * L).
+//  * Monotone and bounded: f never decreases (except where a manual list
+//    says so: an unfreeze) and never exceeds floor(max_frozen_fraction * L).
 #pragma once
 
 #include <algorithm>
@@ -60,7 +60,8 @@ struct FreezeOptions {
   double tolerance = 0.05;
   int patience = 2;
   // kManual: the frozen count after decision 1, 2, ... (after warm-up);
-  // non-decreasing, each in [0, L]; the last value holds afterwards.
+  // each in [0, L]; the last value holds afterwards. A value below the one
+  // before it unfreezes blocks (the only mode that does on its own).
   std::vector<int> manual_schedule;
 };
 
@@ -128,6 +129,9 @@ class FreezePolicy {
   const FreezeState& state() const { return state_; }
   // Continue from a checkpointed state (validated).
   void restore(const FreezeState& state);
+  // Sets the prefix back to `frozen` (a revoked change, or a change held
+  // back): the bound no higher than it, the settled evidence restarted.
+  void revoke(int frozen);
 
  private:
   FreezeOptions options_;

@@ -1,5 +1,6 @@
 #include "freeze/gradient_window.h"
 
+#include "freeze/number_text.h"
 #include "runtime/core/errors.h"
 
 #include <algorithm>
@@ -12,11 +13,7 @@ namespace pipet {
 
 namespace {
 
-std::string number(double v) {
-  std::ostringstream out;
-  out << v;
-  return out.str();
-}
+using freeze_detail::number;
 
 }  // namespace
 

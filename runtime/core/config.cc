@@ -345,7 +345,8 @@ std::vector<FieldSpec> build_schema() {
           .at_least(0)
           .at_most(1),
       field(PIPET_CONFIG_FIELD(freeze, manual),
-            "manual policy: frozen blocks after decision 1, 2, ... (non-decreasing integers).")
+            "manual policy: frozen blocks after decision 1, 2, ... (whole numbers; a smaller one than "
+            "the last unfreezes blocks).")
           .at_least(0),
       field(PIPET_CONFIG_FIELD(freeze, smoothing_window),
             "paper and adaptive policies: decision intervals pooled into each block's gradient "
@@ -356,6 +357,19 @@ std::vector<FieldSpec> build_schema() {
             "fraction since the previous decision; only settled blocks freeze.")
           .greater_than(0)
           .below(1),
+      field(PIPET_CONFIG_FIELD(freeze, probe_samples),
+            "Seeded training samples held out as a probe (never trained on): its loss is measured at "
+            "every decision, and a freeze change after which it improves by less than before (by "
+            "more than freeze.probe_tolerance) is revoked; 0 = no check.")
+          .at_least(0),
+      field(PIPET_CONFIG_FIELD(freeze, probe_tolerance),
+            "Allowed shortfall of the probe loss's improvement after a change, as a fraction of the "
+            "loss.")
+          .greater_than(0)
+          .below(1),
+      field(PIPET_CONFIG_FIELD(freeze, cooldown),
+            "Decisions after a revoked change at which nothing new freezes.")
+          .at_least(0),
       field(PIPET_CONFIG_FIELD(freeze, patience),
             "adaptive policy: decisions in a row at which a block must have settled before it may "
             "freeze.")
@@ -1222,15 +1236,17 @@ void validate_config(const TrainConfig& c) {
     throw ConfigError("freeze.policy 'manual' needs freeze.manual: the frozen block count after "
                       "each decision, e.g. [2, 4, 6]");
   }
+  if (fz.policy == "none" && fz.probe_samples > 0) {
+    throw ConfigError("freeze.probe_samples checks freeze decisions, but freeze.policy is 'none'");
+  }
   if (fz.policy != "manual" && !fz.manual.empty()) {
     throw ConfigError("freeze.manual applies to freeze.policy 'manual' only, but freeze.policy is " +
                       quoted(fz.policy));
   }
   for (size_t i = 0; i < fz.manual.size(); ++i) {
-    if (fz.manual[i] != static_cast<double>(static_cast<int64_t>(fz.manual[i])) ||
-        (i > 0 && fz.manual[i] < fz.manual[i - 1])) {
+    if (fz.manual[i] != static_cast<double>(static_cast<int64_t>(fz.manual[i]))) {
       throw ConfigError("freeze.manual[" + std::to_string(i) + "] = " + format_bound(fz.manual[i]) +
-                        ": the list must hold non-decreasing whole numbers of blocks");
+                        ": the list must hold whole numbers of blocks");
     }
   }
 

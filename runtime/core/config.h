@@ -136,6 +136,9 @@ struct FreezeConfig {
   int64_t smoothing_window = 2;     // paper, adaptive: decision intervals pooled into each gradient norm
   double tolerance = 0.05;          // adaptive: relative change of a settled block's gradient norm
   int64_t patience = 2;             // adaptive: decisions in a row a block must have settled
+  int64_t probe_samples = 0;        // held-out training samples that check every change; 0 = no check
+  double probe_tolerance = 0.02;    // allowed shortfall of the probe loss's improvement, as a fraction of it
+  int64_t cooldown = 2;             // decisions after a revoked change that freeze nothing new
 };
 
 struct AutoPipeConfig {

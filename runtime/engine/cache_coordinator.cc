@@ -200,6 +200,25 @@ void CacheCoordinator::advance(int before, int after, bool member, int64_t epoch
                  entries, before, after, ranks, shard.nodes, slowest.item<double>(), left);
 }
 
+void CacheCoordinator::retreat(int before, int after, int64_t epoch, int64_t step, MetricsLog& metrics) {
+  const size_t old_end = static_cast<size_t>(frozen_sublayer_count(before));
+  // One process per node, whatever its role, drops what the node's cache
+  // holds at the old depth: those outputs came from blocks that train again.
+  const AdvanceShard shard = node_advance_shard(world_, /*member=*/true);
+  const size_t dropped = shard.count > 0 && shard.index == 0 ? cache().drop_depth(old_end) : 0;
+  torch::Tensor total = torch::tensor({static_cast<double>(dropped)}, torch::kDouble);
+  world_.all_reduce(total);
+  const auto entries = static_cast<int64_t>(total.item<double>());
+  metrics.emit("cache_drop", {{"epoch", epoch},
+                              {"step", step},
+                              {"frozen_before", static_cast<int64_t>(before)},
+                              {"frozen_after", static_cast<int64_t>(after)},
+                              {"dropped", entries}});
+  if (world_.rank() == 0)
+    spdlog::info("[autocache] unfreeze {} -> {} blocks: dropped {} cached outputs of the old prefix", before, after,
+                 entries);
+}
+
 std::function<Activations()> CacheCoordinator::producer(std::vector<int64_t> samples, int64_t epoch,
                                                         size_t frozen_end) {
   return [this, frozen_end, epoch, samples = std::move(samples)] {

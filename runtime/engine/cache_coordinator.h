@@ -59,6 +59,12 @@ class CacheCoordinator {
   // Collective.
   void advance(int before, int after, bool member, int64_t epoch, int64_t step, MetricsLog& metrics);
 
+  // At an unfreeze from `before` to `after` (< before) blocks: every node's
+  // entries at the old depth are dropped (their blocks train again), before
+  // any rank serves; the new depth starts empty. Emits `event=cache_drop`.
+  // Collective.
+  void retreat(int before, int after, int64_t epoch, int64_t step, MetricsLog& metrics);
+
   // A micro-batch's input on a serving first stage: the output of
   // sub-layers [0, frozen_end) for `samples`, from the cache or computed,
   // produced when the schedule reaches it.

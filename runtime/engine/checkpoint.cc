@@ -171,6 +171,7 @@ nlohmann::json trainer_state_to_json(const TrainerState& s) {
           {"freeze_bound", s.freeze_bound},
           {"freeze_reference_norms", numbers_to_json(s.freeze_reference_norms)},
           {"freeze_settled_decisions", s.freeze_settled_decisions},
+          {"freeze_guard", s.freeze_guard},
           {"freeze_interval_sums", s.freeze_interval_sums},
           {"freeze_interval_steps", s.freeze_interval_steps},
           {"freeze_window_sums", s.freeze_window_sums},
@@ -201,6 +202,7 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
   // Absent before the adaptive rule measured change: no reference yet.
   if (j.contains("freeze_reference_norms"))
     s.freeze_reference_norms = numbers_from_json(j, "freeze_reference_norms", source);
+  if (j.contains("freeze_guard")) s.freeze_guard = required_field<std::vector<double>>(j, "freeze_guard", source);
   if (j.contains("freeze_settled_decisions"))
     s.freeze_settled_decisions = required_field<std::vector<int64_t>>(j, "freeze_settled_decisions", source);
   // Absent before smoothing and batch policies existed: an empty window and

@@ -5,6 +5,7 @@
 #include "autodp/state_transfer.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/process_groups.h"
+#include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/stopwatch.h"
 #include "runtime/engine/cache_coordinator.h"
@@ -30,7 +31,8 @@ ElasticController::ElasticController(std::unique_ptr<StageLayout> layout, AutoPi
       world_(world),
       model_(model),
       sampler_(sampler),
-      schedule_name_(std::move(schedule_name)) {
+      schedule_name_(std::move(schedule_name)),
+      initial_stages_(layout_->stages()) {
   apply(layout_->stages(), 0, {});
 }
 
@@ -86,7 +88,12 @@ void ElasticController::decide_cache(int64_t epoch) {
 void ElasticController::decide(const char* when, int64_t epoch, int64_t step, MetricsLog& metrics) {
   if (!freeze_) return;
   const int before = layout_->frozen_blocks();
-  const int after = freeze_->decide(world_);
+  std::optional<double> probe_loss;
+  if (freeze_->guarded()) {
+    if (!probe_) throw Error(ExitCode::kInternal, "the freeze probe is on but no probe was set");
+    probe_loss = probe_();
+  }
+  const int after = freeze_->decide(world_, probe_loss);
   // What the rule saw, so a user can tell why it froze (or did not).
   std::string norms;
   for (double n : freeze_->last_norms()) norms += (norms.empty() ? "" : ",") + fmt::format("{:.4g}", n);
@@ -95,6 +102,8 @@ void ElasticController::decide(const char* when, int64_t epoch, int64_t step, Me
                           {"decision", static_cast<int64_t>(freeze_->state().decisions)},
                           {"frozen_before", static_cast<int64_t>(before)},
                           {"frozen_after", static_cast<int64_t>(after)},
+                          {"probe_loss", probe_loss ? *probe_loss : -1.0},
+                          {"revoked", static_cast<int64_t>(freeze_->last_revoked())},
                           {"block_grad_norms", norms}});
   if (after == before) {
     if (world_.rank() == 0)
@@ -103,21 +112,26 @@ void ElasticController::decide(const char* when, int64_t epoch, int64_t step, Me
     decide_cache(epoch);
     return;
   }
-  transition(before, after, when, epoch, step, metrics);
+  transition(before, after, freeze_->last_revoked() ? "probe guard: the previous freeze hurt the probe loss" : when,
+             epoch, step, metrics);
 }
 
 void ElasticController::transition(int before, int after, const char* when, int64_t epoch, int64_t step,
                                    MetricsLog& metrics) {
   const bool rank0 = world_.rank() == 0;
+  const bool unfreeze = after < before;
   const auto started = SteadyClock::now();
   const int stages_before = layout_->stages();
   // AutoDP: each rank receives what its new range needs from its old replica.
   const OwnershipLayout old_layout{stages_before, layout_->ranges(),
                                    static_cast<size_t>(frozen_sublayer_count(before))};
-  const int new_stages = planner_.stages_after_freeze(stages_before, after, world_.size(), rank0);
+  // A freeze compresses the current K; an unfreeze re-plans from K0, so the
+  // pipeline may grow back to more stages (and fewer replicas).
+  const int new_stages = planner_.stages_after_freeze(unfreeze ? initial_stages_ : stages_before, after,
+                                                      world_.size(), rank0);
   // Every rank takes the same branch (config and f agree everywhere).
   served_share_ = 0.0;
-  if (cache_ && planner_.partition_counts_frozen_forward() && before > 0)
+  if (cache_ && planner_.partition_counts_frozen_forward() && before > 0 && !unfreeze)
     served_share_ = cache_->estimate_served_share(before, serves_frozen_prefix());
   if (planner_.partition_counts_frozen_forward() && rank0)
     spdlog::info("[autopipe] the partition counts the frozen prefix's forward on {:.0f}% of the samples "
@@ -134,12 +148,21 @@ void ElasticController::transition(int before, int after, const char* when, int6
   const int64_t bytes_moved = static_cast<int64_t>(sent.item<double>());
   apply(new_stages, after, moved);
   // Cached outputs at the old depth go through the newly frozen blocks
-  // instead of being recomputed from the inputs.
-  if (cache_ && before > 0) cache_->advance(before, after, layout_->trains_first_stage(), epoch, step, metrics);
+  // instead of being recomputed from the inputs; an unfreeze drops them
+  // (they are deeper than the new prefix).
+  if (cache_ && before > 0) {
+    if (unfreeze) {
+      cache_->retreat(before, after, epoch, step, metrics);
+    } else {
+      cache_->advance(before, after, layout_->trains_first_stage(), epoch, step, metrics);
+    }
+  }
   decide_cache(epoch);
   const double seconds = seconds_since(started);
   metrics.emit("transition", {{"epoch", epoch},
                               {"step", step},
+                              {"direction", std::string(unfreeze ? "unfreeze" : "freeze")},
+                              {"reason", std::string(when)},
                               {"frozen_blocks", static_cast<int64_t>(after)},
                               {"stages", static_cast<int64_t>(layout_->stages())},
                               {"replicas", static_cast<int64_t>(layout_->active_replicas())},
@@ -151,9 +174,10 @@ void ElasticController::transition(int before, int after, const char* when, int6
                               {"seconds", seconds},
                               {"bytes_moved", bytes_moved}});
   if (rank0)
-    spdlog::info("[freeze] decision {} ({}): frozen blocks {} -> {} of {}; stages {} -> {}, replicas {}; "
+    spdlog::info("[freeze] decision {} ({}): {} frozen blocks {} -> {} of {}; stages {} -> {}, replicas {}; "
                  "moved {:.1f} MiB in {:.3f} s",
-                 freeze_->state().decisions, when, before, after, freeze_->num_blocks(), stages_before,
+                 freeze_->state().decisions, when, unfreeze ? "unfreeze:" : "freeze:", before, after,
+                 freeze_->num_blocks(), stages_before,
                  layout_->stages(), layout_->active_replicas(), bytes_moved / 1048576.0, seconds);
 }
 

@@ -6,7 +6,8 @@
 // controller (when freezing is on), the micro-batch tuner (when asked for),
 // and the partition's estimate of the share the cache serves.
 //
-// A transition, in order (every rank, collectively):
+// A transition, in order (every rank, collectively; an unfreeze, where the
+// prefix shrinks, re-plans K from K0 and drops the deeper cache entries):
 //   1. FreezeController::decide      statistics all-reduced, rule -> f
 //   2. AutoPipePlanner               K' by Eq. 1; served share estimated
 //                                    (CacheCoordinator); ranges of K'
@@ -22,6 +23,7 @@
 #include "runtime/engine/autopipe_planner.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -52,6 +54,9 @@ class ElasticController {
   ElasticController& operator=(const ElasticController&) = delete;
 
   StageLayout& layout() const { return *layout_; }
+  // The world's loss on the freeze probe (freeze.probe_samples), measured at
+  // every decision when the freeze controller is guarded. Collective.
+  void set_probe(std::function<double()> probe) { probe_ = std::move(probe); }
   FreezeController* freeze() const { return freeze_.get(); }
   double served_share() const { return served_share_; }
   // The first stage serves the frozen prefix from AutoCache this interval.
@@ -95,6 +100,8 @@ class ElasticController {
   EpochSampler& sampler_;
   std::string schedule_name_;
   double served_share_ = 0.0;  // the partition's estimate (autopipe.frozen_balance forward)
+  int initial_stages_;         // K0: an unfreeze re-plans from it
+  std::function<double()> probe_;
 };
 
 }  // namespace pipet

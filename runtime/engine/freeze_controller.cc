@@ -25,11 +25,15 @@ FreezeOptions freeze_options(const FreezeConfig& config) {
 FreezeController::FreezeController(const FreezeConfig& config, int num_blocks)
     : policy_(freeze_options(config), num_blocks),
       tracker_(num_blocks),
-      window_(num_blocks, static_cast<int>(config.smoothing_window)) {}
+      window_(num_blocks, static_cast<int>(config.smoothing_window)) {
+  if (config.probe_samples > 0)
+    guard_ = std::make_unique<ProbeGuard>(
+        ProbeGuardOptions{config.probe_tolerance, static_cast<int>(config.cooldown)});
+}
 
 void FreezeController::add_step(const std::vector<double>& block_squares) { tracker_.add_step(block_squares); }
 
-int FreezeController::decide(Communicator& world) {
+int FreezeController::decide(Communicator& world, std::optional<double> probe_loss) {
   // Per-block statistics of every stage (replica 0 reports; the replicas
   // agree). The interval's step count rides along (every rank counts every
   // step, idle ones with zeros): a rank that counted differently would pool
@@ -51,7 +55,24 @@ int FreezeController::decide(Communicator& world) {
   // Pooled with the past intervals of freeze.smoothing_window (all ranks alike).
   last_norms_ = window_.add(totals, steps);
   tracker_.reset();
-  return policy_.decide(last_norms_);
+  last_revoked_ = false;
+  const int before = policy_.state().frozen;
+  if (!guard_) return policy_.decide(last_norms_);
+  if (!probe_loss) throw Error(ExitCode::kInternal, "freeze decision without the probe loss freeze.probe_samples asks for");
+  if (const std::optional<int> back = guard_->check(*probe_loss)) {
+    policy_.decide(last_norms_);  // the rule's bookkeeping (decision count, reference norms) goes on
+    policy_.revoke(*back);
+    last_revoked_ = true;
+    return *back;
+  }
+  const bool may_freeze = guard_->may_freeze_more();
+  int after = policy_.decide(last_norms_);
+  if (after > before && !may_freeze) {
+    policy_.revoke(before);
+    after = before;
+  }
+  if (after > before) guard_->changed(before);
+  return after;
 }
 
 void FreezeController::save_into(TrainerState& state) const {
@@ -60,6 +81,11 @@ void FreezeController::save_into(TrainerState& state) const {
   state.freeze_reference_norms = policy_.state().reference_norms;
   state.freeze_settled_decisions.assign(policy_.state().settled_decisions.begin(),
                                         policy_.state().settled_decisions.end());
+  if (guard_) {
+    const ProbeGuardState& g = guard_->state();
+    state.freeze_guard = {g.last_loss, g.trend, static_cast<double>(g.pending_before),
+                          static_cast<double>(g.cooldown_left)};
+  }
   state.freeze_interval_sums = tracker_.squared_sums();
   state.freeze_interval_steps = tracker_.steps();
   state.freeze_window_sums.clear();
@@ -78,6 +104,14 @@ void FreezeController::restore_policy(const TrainerState& saved) {
   restored.reference_norms = saved.freeze_reference_norms;
   restored.settled_decisions.assign(saved.freeze_settled_decisions.begin(), saved.freeze_settled_decisions.end());
   policy_.restore(restored);
+  if (guard_ && saved.freeze_guard.size() == 4) {
+    ProbeGuardState g;
+    g.last_loss = saved.freeze_guard[0];
+    g.trend = saved.freeze_guard[1];
+    g.pending_before = static_cast<int>(saved.freeze_guard[2]);
+    g.cooldown_left = static_cast<int>(saved.freeze_guard[3]);
+    guard_->restore(g);
+  }
 }
 
 void FreezeController::restore_statistics(const TrainerState& saved, const std::string& source) {

@@ -7,6 +7,10 @@
 
 #include "freeze/freeze_policy.h"
 #include "freeze/gradient_window.h"
+#include "freeze/probe_guard.h"
+
+#include <memory>
+#include <optional>
 
 #include <string>
 #include <vector>
@@ -31,8 +35,14 @@ class FreezeController {
 
   // A decision: the interval's statistics of every rank all-reduced over
   // `world` (its step count rides along and must agree), pooled with the
-  // window, then the rule. Returns the new frozen block count. Collective.
-  int decide(Communicator& world);
+  // window, then the rule. With freeze.probe_samples, `probe_loss` (the
+  // world's probe loss now) is checked first: a change the previous
+  // decision made that it finds harmful is revoked (last_revoked()), and
+  // nothing new freezes during the cooldown. Returns the new frozen block
+  // count. Collective.
+  int decide(Communicator& world, std::optional<double> probe_loss = std::nullopt);
+  bool guarded() const { return guard_ != nullptr; }
+  bool last_revoked() const { return last_revoked_; }
   // The pooled per-block gradient norms the last decision saw (empty before one).
   const std::vector<double>& last_norms() const { return last_norms_; }
 
@@ -49,7 +59,9 @@ class FreezeController {
   FreezePolicy policy_;
   GradientNormTracker tracker_;
   GradientNormWindow window_;
+  std::unique_ptr<ProbeGuard> guard_;  // freeze.probe_samples > 0
   std::vector<double> last_norms_;
+  bool last_revoked_ = false;
 };
 
 }  // namespace pipet

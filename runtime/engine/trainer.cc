@@ -20,6 +20,7 @@
 #include "runtime/core/threads.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/sampler.h"
+#include "runtime/data/subset_dataset.h"
 #include "runtime/engine/autopipe_planner.h"
 #include "runtime/engine/batch_feeder.h"
 #include "runtime/engine/cache_coordinator.h"
@@ -151,6 +152,12 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world) : config_(confi
   DatasetSplits splits = make_datasets(config_.data, shape, config_.train.seed);
   train_data_ = splits.train;
   eval_data_ = splits.eval;
+  if (config_.freeze.policy != "none" && config_.freeze.probe_samples > 0) {
+    // The freeze probe: seeded training samples the run never trains on.
+    ProbeSplit probe = split_probe(train_data_, config_.freeze.probe_samples, config_.train.seed);
+    train_data_ = probe.train;
+    probe_data_ = probe.probe;
+  }
   task_ = make_task(config_, eval_data_);
   {
     const std::string watched = config_.eval.early_stop_metric.substr(5);  // drops "eval_"
@@ -221,6 +228,12 @@ Trainer::Trainer(const TrainConfig& config, Communicator* world) : config_(confi
   step_settings.prefetch = config_.data.prefetch_batches > 0;
   step_ = std::make_unique<StepRunner>(step_settings, *world_, *model_, *train_data_, *feeder_, *elastic_,
                                        cache_.get());
+  if (probe_data_) {
+    probe_evaluator_ = std::make_unique<Evaluator>(
+        probe_data_, *task_, config_.eval.batch_size > 0 ? config_.eval.batch_size : config_.train.batch_size,
+        *world_, *feeder_);
+    elastic_->set_probe([this] { return probe_evaluator_->run(*model_, elastic_->layout()).loss; });
+  }
   evaluator_ = std::make_unique<Evaluator>(
       eval_data_, *task_, config_.eval.batch_size > 0 ? config_.eval.batch_size : config_.train.batch_size, *world_,
       *feeder_);

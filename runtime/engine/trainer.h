@@ -115,6 +115,7 @@ class Trainer {
   ComputeDevice device_;
   std::shared_ptr<Dataset> train_data_;
   std::shared_ptr<Dataset> eval_data_;
+  std::shared_ptr<Dataset> probe_data_;  // freeze.probe_samples: held out of train_data_
   std::shared_ptr<TransformerModel> model_;
   std::unique_ptr<Task> task_;
   std::unique_ptr<EpochSampler> sampler_;
@@ -122,6 +123,7 @@ class Trainer {
   std::unique_ptr<ElasticController> elastic_;  // the layout and what changes it
   std::unique_ptr<BatchFeeder> feeder_;
   std::unique_ptr<StepRunner> step_;
+  std::unique_ptr<Evaluator> probe_evaluator_;  // freeze.probe_samples
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<MetricsLog> metrics_;

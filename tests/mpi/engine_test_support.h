@@ -92,7 +92,7 @@ inline TrainConfig vit_tiny_engine_run(const std::string& out) {
 }
 
 // The layout-equivalence tests' run (CPU and GPU): vit-tiny with 2 blocks
-// (6 sub-layers: enough for 4 stages), no dropout, 5 SGD steps of 16
+// (6 sub-layers: enough for 4 stages), dropout 0.1, 5 SGD steps of 16
 // samples with clipping active, no evaluation, one thread per rank.
 inline TrainConfig tiny_run(const std::string& out, int64_t stages, int64_t micro, const std::string& schedule) {
   TrainConfig c;

@@ -472,6 +472,23 @@ TEST(ConfigValidate, RechecksEveryKeyOfConfigsBuiltInCode) {
   expect_contains(validate_error(config), {"key 'model.preset'", "\"gpt-2\""});
 }
 
+// The freeze rule's evidence and probe keys: out of range, or a probe
+// without a rule to check, is named.
+TEST(ConfigValidate, FreezeEvidenceAndProbeKeysAreChecked) {
+  expect_contains(text_error("freeze.tolerance", "1"), {"freeze.tolerance"});
+  expect_contains(text_error("freeze.tolerance", "0"), {"freeze.tolerance"});
+  expect_contains(text_error("freeze.patience", "0"), {"freeze.patience"});
+  expect_contains(text_error("freeze.probe_samples", "-1"), {"freeze.probe_samples"});
+  expect_contains(text_error("freeze.probe_tolerance", "1.5"), {"freeze.probe_tolerance"});
+  expect_contains(text_error("freeze.cooldown", "-2"), {"freeze.cooldown"});
+  expect_contains(text_error("freeze.policy", "greedy"), {"freeze.policy", "paper", "adaptive"});
+  TrainConfig config;
+  config.freeze.probe_samples = 256;
+  expect_contains(validate_error(config), {"freeze.probe_samples", "freeze.policy is 'none'"});
+  config.freeze.policy = "adaptive";
+  EXPECT_NO_THROW(validate_config(config));
+}
+
 TEST(ConfigValidate, FileDatasetsNeedADirectory) {
   TrainConfig config;
   config.data.dataset = "cifar10";

@@ -288,8 +288,10 @@ TEST(FreezeRule, ErrorsNameTheParameter) {
   EXPECT_NE(options_error(m, 12).find("non-empty manual_schedule"), std::string::npos);
   m.manual_schedule = {1, 13};
   EXPECT_NE(options_error(m, 12).find("manual_schedule[1] = 13 is outside [0, 12]"), std::string::npos);
+  // A smaller entry than the one before is an unfreeze, not an error.
   m.manual_schedule = {3, 2};
-  EXPECT_NE(options_error(m, 12).find("manual_schedule[1] = 2 is smaller"), std::string::npos);
+  FreezePolicy unfreezing(m, 12);
+  EXPECT_EQ(run_policy(unfreezing, 3), (std::vector<int>{0, 3, 2, 2}));
   m.manual_schedule = {3, 10};
   m.max_frozen_fraction = 0.5;
   EXPECT_NE(options_error(m, 12).find("manual_schedule[1] = 10 exceeds max_frozen_fraction * L = 6"),
