@@ -37,11 +37,13 @@ std::optional<int> ProbeGuard::check(double loss) {
   }
   state_.pending_before = -1;
   state_.trend = had_loss ? state_.last_loss - loss : 0.0;
+  state_.has_trend = had_loss;
   state_.last_loss = loss;
   return revoke;
 }
 
 bool ProbeGuard::may_freeze_more() {
+  if (!state_.has_trend) return false;
   if (state_.cooldown_left <= 0) return true;
   --state_.cooldown_left;
   return false;

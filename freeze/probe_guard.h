@@ -9,7 +9,8 @@
 // slows down by itself as a run goes on, and a guard that expected the
 // trend to hold would revoke every change of a flattening curve. A revoked change
 // returns the prefix to what it was before, and the rule may not grow it
-// again for `cooldown` decisions. Pure: no processes, no I/O; the caller
+// again for `cooldown` decisions. Nothing freezes before two probes exist:
+// a change made without a trend could only be revoked by a worse loss. Pure: no processes, no I/O; the caller
 // measures the probe (all-reduced) and every rank decides alike.
 #pragma once
 
@@ -27,11 +28,13 @@ struct ProbeGuardOptions {
 struct ProbeGuardState {
   double last_loss = -1.0;      // L at the previous decision; < 0: none yet
   double trend = 0.0;           // L(T-1) - L(T) at the previous decision (0 without two probes)
+  bool has_trend = false;       // two probes have been measured
   int pending_before = -1;      // the frozen count before the change made at the previous decision; -1: none
   int cooldown_left = 0;        // decisions that may not freeze more
 
   bool operator==(const ProbeGuardState& o) const {
-    return last_loss == o.last_loss && trend == o.trend && pending_before == o.pending_before &&
+    return last_loss == o.last_loss && trend == o.trend && has_trend == o.has_trend &&
+           pending_before == o.pending_before &&
            cooldown_left == o.cooldown_left;
   }
 };
@@ -47,8 +50,9 @@ class ProbeGuard {
   // frozen count to return to when the previous decision's change is
   // revoked, else nullopt. Records the loss and the trend either way.
   std::optional<int> check(double loss);
-  // Whether the rule may grow the prefix at this decision (false while
-  // cooling down after a revocation); counts the cooldown down.
+  // Whether the rule may grow the prefix at this decision (false before two
+  // probes, and while cooling down after a revocation); counts the
+  // cooldown down.
   bool may_freeze_more();
   // The decision changed the prefix from `before` (after check()).
   void changed(int before);

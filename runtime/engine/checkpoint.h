@@ -43,7 +43,8 @@ struct TrainerState {
   std::vector<double> freeze_reference_norms;   // adaptive: block norms at the last decision
   std::vector<int64_t> freeze_settled_decisions;  // adaptive: decisions in a row each block had settled
   // The probe guard (freeze.probe_samples): last loss, trend, the frozen
-  // count before a pending change (-1: none), cooldown left; empty: none.
+  // count before a pending change (-1: none), cooldown left, whether a
+  // trend exists (1/0); empty: no guard.
   std::vector<double> freeze_guard;
   // Freeze statistics: this rank's sums since the last decision, and the
   // past intervals freeze.smoothing_window pools (world-reduced; oldest first).

@@ -84,7 +84,7 @@ void FreezeController::save_into(TrainerState& state) const {
   if (guard_) {
     const ProbeGuardState& g = guard_->state();
     state.freeze_guard = {g.last_loss, g.trend, static_cast<double>(g.pending_before),
-                          static_cast<double>(g.cooldown_left)};
+                          static_cast<double>(g.cooldown_left), g.has_trend ? 1.0 : 0.0};
   }
   state.freeze_interval_sums = tracker_.squared_sums();
   state.freeze_interval_steps = tracker_.steps();
@@ -104,12 +104,13 @@ void FreezeController::restore_policy(const TrainerState& saved) {
   restored.reference_norms = saved.freeze_reference_norms;
   restored.settled_decisions.assign(saved.freeze_settled_decisions.begin(), saved.freeze_settled_decisions.end());
   policy_.restore(restored);
-  if (guard_ && saved.freeze_guard.size() == 4) {
+  if (guard_ && saved.freeze_guard.size() == 5) {
     ProbeGuardState g;
     g.last_loss = saved.freeze_guard[0];
     g.trend = saved.freeze_guard[1];
     g.pending_before = static_cast<int>(saved.freeze_guard[2]);
     g.cooldown_left = static_cast<int>(saved.freeze_guard[3]);
+    g.has_trend = saved.freeze_guard[4] != 0.0;
     guard_->restore(g);
   }
 }

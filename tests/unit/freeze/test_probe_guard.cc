@@ -41,10 +41,10 @@ TEST(ProbeGuard, AChangeThatStallsOrWorsensTheLossIsRevokedThenCoolsDown) {
   EXPECT_EQ(guard.check(1.75), 3);
 }
 
-TEST(ProbeGuard, NoPendingChangeOrNoEarlierProbeNeverRevokes) {
+TEST(ProbeGuard, NothingFreezesBeforeATrendAndNoPendingChangeNeverRevokes) {
   ProbeGuard guard(ProbeGuardOptions{0.02, 0});
-  guard.changed(0);                 // a change before any probe
-  EXPECT_FALSE(guard.check(5.0));   // nothing to compare with
+  EXPECT_FALSE(guard.check(5.0));
+  EXPECT_FALSE(guard.may_freeze_more()) << "one probe: no trend to check a change against";
   EXPECT_FALSE(guard.check(9.0));   // no pending change: a worse loss alone is not a revocation
   EXPECT_TRUE(guard.may_freeze_more());
 }
