@@ -77,20 +77,14 @@ int64_t checkpoint_step_of(const std::string& path) {
   return step;
 }
 
-std::string checkpoint_manifest_path(const std::string& dir, int64_t step) {
-  return dir + "/manifest-" + step_dir_name(step) + ".json";
-}
-
 namespace {
-const std::string& manifest_path_prefix() {
-  static const std::string prefix = "manifest-";
-  return prefix;
-}
+constexpr const char* kManifestPrefix = "manifest-";
+constexpr const char* kManifestSuffix = ".json";
 
 // The step of "manifest-step-N.json", or -1.
 int64_t manifest_step(const std::string& name) {
-  const std::string& prefix = manifest_path_prefix();
-  const std::string suffix = ".json";
+  const std::string prefix = kManifestPrefix;
+  const std::string suffix = kManifestSuffix;
   if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
       name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return -1;
@@ -99,6 +93,10 @@ int64_t manifest_step(const std::string& name) {
   return step;
 }
 }  // namespace
+
+std::string checkpoint_manifest_path(const std::string& dir, int64_t step) {
+  return dir + "/" + kManifestPrefix + step_dir_name(step) + kManifestSuffix;
+}
 
 std::vector<int64_t> list_checkpoint_manifest_steps(const std::string& dir) {
   std::vector<int64_t> steps;

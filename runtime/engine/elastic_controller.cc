@@ -68,9 +68,9 @@ void ElasticController::restore(int frozen_blocks, int stages, double served_sha
 }
 
 void ElasticController::restore_onto(int frozen_blocks, double served_share) {
-  const int stages = frozen_blocks > 0 ? planner_.stages_after_freeze(layout_->stages(), frozen_blocks, world_.size(),
+  const int stages = frozen_blocks > 0 ? planner_.stages_after_freeze(initial_stages_, frozen_blocks, world_.size(),
                                                                       world_.rank() == 0)
-                                       : layout_->stages();
+                                       : initial_stages_;
   restore(frozen_blocks, stages, served_share);
 }
 

@@ -58,7 +58,8 @@ int FreezeController::decide(Communicator& world, std::optional<double> probe_lo
   last_revoked_ = false;
   const int before = policy_.state().frozen;
   if (!guard_) return policy_.decide(last_norms_);
-  if (!probe_loss) throw Error(ExitCode::kInternal, "freeze decision without the probe loss freeze.probe_samples asks for");
+  if (!probe_loss)
+    throw Error(ExitCode::kInternal, "freeze decision without the probe loss freeze.probe_samples asks for");
   if (const std::optional<int> back = guard_->check(*probe_loss)) {
     policy_.decide(last_norms_);  // the rule's bookkeeping (decision count, reference norms) goes on
     policy_.revoke(*back);

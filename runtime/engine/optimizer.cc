@@ -50,6 +50,17 @@ torch::Tensor scalar_i64(int64_t v) { return torch::tensor({v}, torch::kInt64).r
 
 Optimizer::Optimizer(NamedTensors parameters) : parameters_(std::move(parameters)) {}
 
+std::map<std::string, torch::Tensor> Optimizer::slots_from(
+    const std::function<torch::Tensor(const std::string&)>& find) const {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, parameter] : parameters_)
+    for (const std::string& slot : slot_names()) {
+      torch::Tensor stored = find(name + "/" + slot);
+      if (stored.defined()) out.emplace(name + "/" + slot, std::move(stored));
+    }
+  return out;
+}
+
 void Optimizer::zero_grad() {
   for (auto& [name, p] : parameters_) p.mutable_grad() = torch::Tensor();
 }

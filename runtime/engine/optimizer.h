@@ -8,6 +8,7 @@
 #include "runtime/core/tensor_names.h"
 #include "runtime/core/torch_pch.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,6 +45,11 @@ class Optimizer {
                           const std::string& source) = 0;
 
   const NamedTensors& parameters() const { return parameters_; }
+  // The "<parameter>/<slot>" entries of this optimizer's parameters that
+  // `find` returns (an undefined tensor: absent): what load_state takes
+  // from a larger store (a moved state, a checkpoint's parts).
+  std::map<std::string, torch::Tensor> slots_from(
+      const std::function<torch::Tensor(const std::string&)>& find) const;
   // The slots state() may hold per parameter ("exp_avg", ...). A slot named
   // "step" is an int64 scalar; the others have the parameter's shape.
   virtual std::vector<std::string> slot_names() const = 0;

@@ -179,13 +179,12 @@ std::optional<ResumePoint> RunCheckpoints::open(const SavedStep& step, int initi
 }
 
 std::optional<ResumePoint> RunCheckpoints::load_for_resume(const std::string& resume, int initial_stages) {
-  // Candidates, newest first, as keys 2*step + 1 (a manifest: a multi-rank
-  // step) or 2*step (a single-rank step directory in checkpoint.dir).
+  // Candidates, newest first (list_saved_steps), travelling between ranks as
+  // keys 2*step + 1 (a manifest) or 2*step (a single-rank step directory).
   std::vector<int64_t> keys;
   if (resume == "auto" && !dir_.empty()) {
-    for (const int64_t step : list_checkpoint_manifest_steps(dir_)) keys.push_back(2 * step + 1);
-    for (const std::string& single : list_checkpoint_directories(dir_)) keys.push_back(2 * checkpoint_step_of(single));
-    std::sort(keys.rbegin(), keys.rend());
+    for (const SavedStepEntry& entry : list_saved_steps(dir_))
+      keys.push_back(2 * entry.step + (entry.manifest ? 1 : 0));
     if (world_.size() > 1) {
       // The steps every rank sees (hosts may hold their own copies).
       constexpr int64_t kSlots = 64;
@@ -198,11 +197,6 @@ std::optional<ResumePoint> RunCheckpoints::load_for_resume(const std::string& re
       keys = common;
     }
   }
-  const auto saved_step = [&](int64_t key) {
-    const int64_t step = key / 2;
-    return key % 2 == 1 ? saved_step_from_manifest(dir_, step)
-                        : saved_step_from_directory(dir_ + "/" + checkpoint_directory_name(step));
-  };
 
   const size_t count = resume == "auto" ? keys.size() : 1;
   std::string last_failure;
@@ -212,7 +206,8 @@ std::optional<ResumePoint> RunCheckpoints::load_for_resume(const std::string& re
     std::string what = resume == "auto" ? "step " + std::to_string(keys[i] / 2) : resume;
     try {
       // An explicit path must be there: its errors are the job's.
-      const SavedStep step = resume == "auto" ? saved_step(keys[i]) : resolve_saved_step(resume);
+      const SavedStep step = resume == "auto" ? saved_step_of(dir_, SavedStepEntry{keys[i] / 2, keys[i] % 2 == 1})
+                                              : resolve_saved_step(resume);
       point = open(step, initial_stages, &failure);
     } catch (const IoError& e) {
       failure = e.what();

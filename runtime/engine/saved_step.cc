@@ -68,8 +68,8 @@ void index_or_check(std::map<std::string, SavedTensor>& names, const std::map<st
   }
   for (const auto& [name, tensor] : held) {
     auto it = names.find(name);
-    const bool listed =
-        it != names.end() && std::find(it->second.parts.begin(), it->second.parts.end(), part) != it->second.parts.end();
+    const bool listed = it != names.end() &&
+                        std::find(it->second.parts.begin(), it->second.parts.end(), part) != it->second.parts.end();
     if (!listed)
       throw FormatError(file + ": holds '" + name + "', which the manifest does not list for it");
   }
@@ -144,16 +144,26 @@ SavedStep resolve_saved_step(const std::string& path) {
   }
   if (!fs::is_directory(dir)) throw IoError("checkpoint '" + path + "' is not a directory");
   // A checkpoint.dir: its newest step of either kind.
-  int64_t newest = -1;
-  bool manifest = false;
-  for (int64_t s : list_checkpoint_manifest_steps(dir.string()))
-    if (s > newest) newest = s, manifest = true;
-  for (const std::string& single : list_checkpoint_directories(dir.string()))
-    if (checkpoint_step_of(single) > newest) newest = checkpoint_step_of(single), manifest = false;
-  if (newest < 0)
+  const std::vector<SavedStepEntry> steps = list_saved_steps(dir.string());
+  if (steps.empty())
     throw IoError("checkpoint '" + path + "' holds no checkpoint (no manifest-step-N.json, no step-N directory)");
-  if (manifest) return saved_step_from_manifest(dir.string(), newest);
-  return saved_step_from_directory((dir / checkpoint_directory_name(newest)).string());
+  return saved_step_of(dir.string(), steps.front());
+}
+
+std::vector<SavedStepEntry> list_saved_steps(const std::string& dir) {
+  std::vector<SavedStepEntry> steps;
+  for (const int64_t step : list_checkpoint_manifest_steps(dir)) steps.push_back({step, true});
+  for (const std::string& single : list_checkpoint_directories(dir))
+    steps.push_back({checkpoint_step_of(single), false});
+  std::sort(steps.begin(), steps.end(), [](const SavedStepEntry& a, const SavedStepEntry& b) {
+    return a.step != b.step ? a.step > b.step : a.manifest > b.manifest;
+  });
+  return steps;
+}
+
+SavedStep saved_step_of(const std::string& dir, const SavedStepEntry& entry) {
+  return entry.manifest ? saved_step_from_manifest(dir, entry.step)
+                        : saved_step_from_directory(dir + "/" + checkpoint_directory_name(entry.step));
 }
 
 LoadedCheckpoint open_part(SavedStep& saved, int part) {

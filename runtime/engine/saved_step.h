@@ -45,6 +45,17 @@ struct SavedStep {
 SavedStep saved_step_from_manifest(const std::string& dir, int64_t step);
 // A single-rank checkpoint directory as a step with one part.
 SavedStep saved_step_from_directory(const std::string& part_dir);
+// The steps saved in checkpoint.dir `dir`, newest first: each a manifest
+// (a multi-rank step) or a step-N directory (a single-rank step); a step
+// with both is listed manifest first.
+struct SavedStepEntry {
+  int64_t step = -1;
+  bool manifest = false;
+};
+std::vector<SavedStepEntry> list_saved_steps(const std::string& dir);
+// The step `entry` of `dir` names (errors as saved_step_from_manifest).
+SavedStep saved_step_of(const std::string& dir, const SavedStepEntry& entry);
+
 // What a path names: a part of a multi-rank step (…/rank-R/step-N with the
 // manifest two levels up), a single-rank step directory, or a
 // checkpoint.dir (its newest step, manifest or single).

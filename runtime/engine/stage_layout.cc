@@ -118,13 +118,11 @@ void StageLayout::rebuild(int stages, int frozen_blocks, const StageRanges& rang
     if (tensor.requires_grad()) trainable.emplace_back(name, tensor);
   optimizer_ = make_optimizer(train_, std::move(trainable));
   if (!optimizer_state.empty()) {
-    std::map<std::string, torch::Tensor> mine;
-    for (const auto& [name, p] : optimizer_->parameters())
-      for (const std::string& slot : optimizer_->slot_names()) {
-        auto it = optimizer_state.find(name + "/" + slot);
-        if (it != optimizer_state.end()) mine.emplace(it->first, it->second);
-      }
-    optimizer_->load_state(mine, "the state moved between layouts");
+    const auto moved = [&](const std::string& key) {
+      auto it = optimizer_state.find(key);
+      return it == optimizer_state.end() ? torch::Tensor() : it->second;
+    };
+    optimizer_->load_state(optimizer_->slots_from(moved), "the state moved between layouts");
   }
 }
 

@@ -283,9 +283,8 @@ const TrainerState& Trainer::state() const {
 EvalResult Trainer::evaluate() { return evaluator_->run(*model_, elastic_->layout()); }
 
 void Trainer::resume(const std::string& resume) {
-  // The run's K0: the layout a same-layout resume rebuilds from.
-  const int initial_stages = initial_stages_;
-  const std::optional<ResumePoint> point = checkpoints_->load_for_resume(resume, initial_stages);
+  // The run's K0 (initial_stages_) decides whether this is the saving layout.
+  const std::optional<ResumePoint> point = checkpoints_->load_for_resume(resume, initial_stages_);
   if (!point) return;
   const LoadedCheckpoint& primary = point->primary();
   const std::string& path = point->saved.source;
@@ -304,13 +303,13 @@ void Trainer::resume(const std::string& resume) {
                       "; resume with the same policy (it decides the batch and LR of every layout)");
   }
   FreezeController* freeze = elastic_->freeze();
-  if (!freeze && (saved.frozen_prefix != 0 || (point->same_layout && saved.pipeline_stages != initial_stages)))
+  if (!freeze && (saved.frozen_prefix != 0 || (point->same_layout && saved.pipeline_stages != initial_stages_)))
     throw ConfigError("checkpoint '" + path + "' has " + std::to_string(saved.frozen_prefix) +
                       " frozen blocks on " + std::to_string(saved.pipeline_stages) +
                       " stages; resume it with the same freeze.policy");
   if (point->same_layout) {
     // The layout the parts were written in, before loading them.
-    if (saved.frozen_prefix != 0 || saved.pipeline_stages != initial_stages)
+    if (saved.frozen_prefix != 0 || saved.pipeline_stages != initial_stages_)
       elastic_->restore(static_cast<int>(saved.frozen_prefix), static_cast<int>(saved.pipeline_stages),
                         saved.cache_served_share);
   } else {
@@ -359,13 +358,9 @@ void Trainer::resume(const std::string& resume) {
       param.copy_(stored);
     }
   }
-  std::map<std::string, torch::Tensor> slots;
-  for (const auto& [name, param] : layout.optimizer().parameters())
-    for (const std::string& slot : layout.optimizer().slot_names()) {
-      const torch::Tensor stored = point->optimizer_tensor(name + "/" + slot);
-      if (stored.defined()) slots.emplace(name + "/" + slot, stored);
-    }
-  layout.optimizer().load_state(slots, path + " (optimizer state)");
+  layout.optimizer().load_state(
+      layout.optimizer().slots_from([&](const std::string& key) { return point->optimizer_tensor(key); }),
+      path + " (optimizer state)");
   // The torch generator only draws for a model driven outside the executor
   // (counter-based dropout needs none): a rank's own, when it had one.
   if (point->same_layout) restore_rng(primary.rng, primary.path + "/rng.safetensors");
